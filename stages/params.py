@@ -1,0 +1,122 @@
+"""The whole params.yaml as one tree of pydantic models, and where each stage reads and writes.
+
+Every stage validates the whole file, so a typo anywhere (`trian:`) is refused by any stage."""
+
+from __future__ import annotations
+
+import difflib
+import io
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+from tcvae.errors import UserError
+
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
+Md5 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+Url = Annotated[str, Field(pattern=r"^https?://\S+$")]
+DSPRITES_FACTORS = ("shape", "scale", "orientation", "posX", "posY")
+DSPRITES_SIZES = dict(zip(DSPRITES_FACTORS, (3, 6, 40, 32, 32)))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileSource(Strict):
+    """Shared by every data set: where its files come from."""
+
+    @model_validator(mode="after")
+    def _file_needs_path(self):
+        if self.source == "file" and self.file is None:
+            raise ValueError("source 'file' needs `file: <path>` naming the file you have")
+        return self
+
+
+class DspritesData(FileSource):
+    kind: Literal["dsprites"]
+    source: Literal["procedural", "download", "file"] = "procedural"
+    url: Url = "https://github.com/deepmind/dsprites-dataset/raw/master/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+    md5: Md5 = "7da33b31b13a06f4b04a70402ce90c2e"
+    file: Path | None = None
+    step: dict[Literal[DSPRITES_FACTORS], PositiveInt] = {}   # keep every k-th value of a factor
+
+    @model_validator(mode="after")
+    def _step_fits(self):
+        for name, k in self.step.items():
+            if k >= DSPRITES_SIZES[name]:
+                raise ValueError(f"step.{name} = {k}: must be below the factor's {DSPRITES_SIZES[name]} values")
+        return self
+
+
+class FacesData(FileSource):
+    kind: Literal["faces"]
+    source: Literal["procedural", "file"] = "procedural"   # the Basel renders are not downloadable
+    file: Path | None = None
+    md5: Md5 | None = None                                  # checked when given
+
+
+DataSpec = Annotated[Union[DspritesData, FacesData], Field(discriminator="kind")]
+
+
+class Params(Strict):
+    data: dict[Name, DataSpec]
+
+    @model_validator(mode="after")
+    def _honest_names(self):
+        for name, spec in self.data.items():
+            if spec.kind == "faces" and spec.source == "procedural" and not name.endswith("-procedural"):
+                raise ValueError(f"data.{name}: procedural faces are a stand-in for the Basel renders; "
+                                 f"name the data set '{name}-procedural'")
+        return self
+
+
+# ---- where things live (relative to the repository root, where DVC runs stages) ----
+
+def raw_dir(dataset: str) -> Path:
+    return Path("data/raw") / dataset
+
+
+def processed_path(dataset: str) -> Path:
+    return Path("data/processed") / f"{dataset}.h5"
+
+
+# ---- loading ----
+
+def load_params(path: Path) -> Params:
+    """Read and validate params.yaml; raise UserError with a key/value/rule table if anything is off."""
+    if not path.is_file():
+        raise UserError(f"params file not found: {path}\n  run from the repository root, or pass --params PATH")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path} is not valid YAML:\n{e}") from None
+    try:
+        return Params.model_validate(raw if raw is not None else {})
+    except ValidationError as e:
+        raise UserError(_explain(path, raw, e)) from None
+
+
+def _explain(path: Path, raw: object, error: ValidationError) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{path}: {error.error_count()} invalid value(s); nothing was run", title_justify="left")
+    for col in ("key", "value", "rule"):
+        table.add_column(col, overflow="fold")
+    for e in error.errors():
+        loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and p in ("dsprites", "faces") and e["loc"].index(p) == 2)]
+        key = ".".join(loc) or "(top level)"
+        rule = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            rule = "unknown key"
+            if len(loc) == 1:
+                close = difflib.get_close_matches(loc[0], Params.model_fields, n=1)
+                rule += f" (did you mean '{close[0]}'?)" if close else f" (allowed: {', '.join(Params.model_fields)})"
+        value = "(missing)" if e["type"] == "missing" else repr(e.get("input"))[:60]
+        table.add_row(key, value, rule)
+    out = io.StringIO()
+    Console(file=out, width=110, no_color=True).print(table)
+    return out.getvalue().rstrip()

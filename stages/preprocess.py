@@ -1,0 +1,36 @@
+"""`tcvae stage preprocess`: raw files (or nothing, for procedural sources) → data/processed/<dataset>.h5."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from stages.download import _select
+from stages.params import load_params, processed_path, raw_dir
+from tcvae.errors import UserError
+
+
+def command(params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+            dataset: list[str] = typer.Option(None, "--dataset", help="data set name(s); default: all")) -> None:
+    """Render or convert each data set into one HDF5 file (written atomically)."""
+    from tcvae.data import dsprites, faces
+
+    p = load_params(params)
+    for name in _select(p, dataset):
+        spec = p.data[name]
+        record_path = raw_dir(name) / "source.json"
+        if not record_path.is_file():
+            raise UserError(f"{record_path} is missing: run `tcvae stage download --dataset {name}` first "
+                            f"(or `dvc repro download`)")
+        record = json.loads(record_path.read_text())
+        if record.get("source") != spec.source:
+            raise UserError(f"{record_path} was made for source '{record.get('source')}', params now say "
+                            f"'{spec.source}': rerun the download stage")
+        file = Path(record["file"]) if "file" in record else None
+        md5 = record.get("md5", "")
+        if spec.kind == "dsprites":
+            dsprites.preprocess(processed_path(name), spec.step, file, spec.source, md5)
+        else:
+            faces.preprocess(processed_path(name), file, spec.source, md5)

@@ -1,0 +1,3 @@
+from tcvae.cli import main
+
+main()

@@ -1,0 +1,45 @@
+"""The `tcvae` command: `tcvae stage <name>` runs a pipeline stage, `tcvae bench <what>` measures speed.
+
+Imports stay light here (Typer and the stage schemas); torch loads only when a command runs."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from stages import download, preprocess
+
+app = typer.Typer(help="β-TCVAE, reproduced: data → train → evaluate → figures.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+stage = typer.Typer(help="Pipeline stages (run by `dvc repro`; each takes --params).", no_args_is_help=True)
+bench = typer.Typer(help="Speed benchmarks: ratios against a straightforward baseline, same process.",
+                    no_args_is_help=True)
+app.add_typer(stage, name="stage")
+app.add_typer(bench, name="bench")
+
+stage.command("download")(download.command)
+stage.command("preprocess")(preprocess.command)
+
+
+@bench.command("data")
+def bench_data(batch: int = typer.Option(2048, help="batch size"), seconds: float = typer.Option(3.0)) -> None:
+    """Render times for dSprites and faces, and the rate at which dSprites batches are served."""
+    from tcvae.bench import data
+
+    data(batch, seconds)
+
+
+def main() -> None:
+    from tcvae.errors import UserError
+
+    try:
+        app()
+    except UserError as e:
+        from rich.console import Console
+
+        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; no partial output was kept", file=sys.stderr)
+        sys.exit(130)
