@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import Field, PositiveInt, ValidationError, model_validator
 
+from stages.strict import Strict
+from stages.train import SweepParams, TrainParams
 from tcvae.errors import UserError
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
@@ -19,10 +21,6 @@ Md5 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 Url = Annotated[str, Field(pattern=r"^https?://\S+$")]
 DSPRITES_FACTORS = ("shape", "scale", "orientation", "posX", "posY")
 DSPRITES_SIZES = dict(zip(DSPRITES_FACTORS, (3, 6, 40, 32, 32)))
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class FileSource(Strict):
@@ -63,6 +61,8 @@ DataSpec = Annotated[Union[DspritesData, FacesData], Field(discriminator="kind")
 
 class Params(Strict):
     data: dict[Name, DataSpec]
+    train: TrainParams
+    sweep: SweepParams
 
     @model_validator(mode="after")
     def _honest_names(self):
@@ -70,6 +70,13 @@ class Params(Strict):
             if spec.kind == "faces" and spec.source == "procedural" and not name.endswith("-procedural"):
                 raise ValueError(f"data.{name}: procedural faces are a stand-in for the Basel renders; "
                                  f"name the data set '{name}-procedural'")
+        return self
+
+    @model_validator(mode="after")
+    def _sweep_names_data(self):
+        for name in self.sweep.datasets:
+            if name not in self.data:
+                raise ValueError(f"sweep.datasets: '{name}' is not a key of `data` ({', '.join(self.data)})")
         return self
 
 
@@ -81,6 +88,30 @@ def raw_dir(dataset: str) -> Path:
 
 def processed_path(dataset: str) -> Path:
     return Path("data/processed") / f"{dataset}.h5"
+
+
+def run_dir(dataset: str, method: str, beta: object, seed: int) -> Path:
+    """data/runs/<dataset>/<method>/beta<β>/seed<seed>; β as written in params (DVC's matrix does the same)."""
+    return Path("data/runs") / dataset / method / f"beta{beta}" / f"seed{seed}"
+
+
+def run_coordinates(p: "Params", dataset: str, method: str, beta: str) -> float:
+    """Check one run's coordinates (from the command line) against params; return β as a number."""
+    problems = []
+    if dataset not in p.data:
+        problems.append(f"--dataset {dataset}: not a key of `data` ({', '.join(p.data)})")
+    if method not in ("betavae", "tcvae", "factorvae"):
+        problems.append(f"--method {method}: must be betavae, tcvae or factorvae")
+    try:
+        value = float(beta)
+        if not value >= 0:
+            raise ValueError
+    except ValueError:
+        problems.append(f"--beta {beta}: must be a number ≥ 0")
+        value = 0.0
+    if problems:
+        raise UserError("\n".join(problems))
+    return value
 
 
 # ---- loading ----

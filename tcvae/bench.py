@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -59,4 +60,80 @@ def data(batch: int = 2048, seconds: float = 3.0) -> None:
                   f"RAM {packed.nbytes / 2**20:.0f} MiB")
     table.add_row("baseline: index a float32 copy of the set", f"{base:,.0f} img/s",
                   f"ratio {rate / base:.2f}×; the copy would take {737280 * 4096 * 4 / 2**30:.1f} GiB")
+    console.print(table)
+
+
+def _interleaved(fns, reps: int) -> list[float]:
+    """Median seconds of each function, timed in turn so that drifts in machine load hit all alike."""
+    times = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, ts in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - start)
+    return [float(np.median(ts)) for ts in times]
+
+
+def train(batch: int = 2048, latents: int = 10, reps: int = 3, device: str = "auto") -> None:
+    """log_qz forward+backward against the materialised (B, B, D) way, then one MLP training step of each
+    method on random binary images; medians of `reps` interleaved repetitions after a warm-up."""
+    import types
+    from unittest import mock
+
+    import torch
+
+    from tcvae import objectives as obj
+    from tcvae.models import VAE, Discriminator
+    from tcvae.train import _step, pick_device
+
+    dev = pick_device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    n = 737_280
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.randn(batch, latents, generator=gen).to(dev).requires_grad_()
+    logvar = (torch.randn(batch, latents, generator=gen) - 2).to(dev).requires_grad_()
+    z = (mu + (0.5 * logvar).exp() * torch.randn(batch, latents, generator=gen).to(dev)).detach().requires_grad_()
+
+    def estimator(fn):
+        def run():
+            a, b = fn(z, mu, logvar, n, "mss")
+            (a.sum() - b.sum()).backward()
+            sync()
+        return run
+
+    table = Table(title=f"tcvae bench train — {dev.type}, B = {batch}, D = {latents}, {torch.get_num_threads()} threads")
+    for c in ("what", "time", "ratio"):
+        table.add_column(c)
+    fast, slow = estimator(obj.log_qz), estimator(obj.log_qz_materialised)
+    fast(), slow()
+    t_fast, t_slow = _interleaved([fast, slow], 2 * reps + 1)
+    table.add_row("log_qz fwd+bwd, (B, B) slices", f"{t_fast * 1e3:.0f} ms", f"{t_slow / t_fast:.1f}× faster")
+    table.add_row("log_qz fwd+bwd, materialised (B, B, D)", f"{t_slow * 1e3:.0f} ms", "baseline")
+
+    cfg = types.SimpleNamespace(estimator="mss", alpha=1.0, gamma=1.0,
+                                anneal=types.SimpleNamespace(beta_warmup_steps=0, dimwise_kl_steps=0))
+    x = (torch.rand(batch, 1, 64, 64, generator=gen) < 0.1).float().to(dev)
+    variants = {"VAE (β-VAE, β = 1)": ("betavae", "mss", False), "β-TCVAE, MSS": ("tcvae", "mss", False),
+                "β-TCVAE, MWS": ("tcvae", "mws", False), "FactorVAE": ("factorvae", "mss", False),
+                "β-TCVAE, MSS, materialised log_qz": ("tcvae", "mss", True)}
+    steps = {}
+    for name, (method, est, materialised) in variants.items():
+        torch.manual_seed(0)
+        model = VAE("mlp", latents).to(dev)
+        opt = torch.optim.Adam(model.parameters(), 1e-4)
+        disc = Discriminator(latents).to(dev) if method == "factorvae" else None
+        disc_opt = torch.optim.Adam(disc.parameters(), 1e-4) if disc else None
+        noise = torch.Generator(dev).manual_seed(0)
+        c = types.SimpleNamespace(**{**vars(cfg), "estimator": est})
+
+        def step(model=model, opt=opt, disc=disc, disc_opt=disc_opt, method=method, c=c, noise=noise, m=materialised):
+            with mock.patch.object(obj, "log_qz", obj.log_qz_materialised) if m else contextlib.nullcontext():
+                _step(model, opt, disc, disc_opt, x, n, c, method, 4.0, 10, noise, log=False)
+            sync()
+        step()
+        steps[name] = step
+    times = dict(zip(steps, _interleaved(list(steps.values()), reps)))
+    base = times["VAE (β-VAE, β = 1)"]
+    for name, t in times.items():
+        table.add_row(f"train step (MLP): {name}", f"{1 / t:.2f} steps/s", f"{t / base:.2f}× a VAE step")
     console.print(table)

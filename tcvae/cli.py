@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from stages import download, preprocess
+from stages import download, preprocess, train
 
 app = typer.Typer(help="β-TCVAE, reproduced: data → train → evaluate → figures.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -20,6 +20,7 @@ app.add_typer(bench, name="bench")
 
 stage.command("download")(download.command)
 stage.command("preprocess")(preprocess.command)
+stage.command("train")(train.command)
 
 
 @bench.command("data")
@@ -28,6 +29,16 @@ def bench_data(batch: int = typer.Option(2048, help="batch size"), seconds: floa
     from tcvae.bench import data
 
     data(batch, seconds)
+
+
+@bench.command("train")
+def bench_train(batch: int = typer.Option(2048, help="batch size"), latents: int = typer.Option(10),
+                reps: int = typer.Option(3, help="timed repetitions (medians)"),
+                device: str = typer.Option("auto", help="auto | cpu | cuda")) -> None:
+    """log_qz against the materialised baseline; training steps of VAE, β-TCVAE (MSS, MWS), FactorVAE."""
+    from tcvae.bench import train
+
+    train(batch, latents, reps, device)
 
 
 def main() -> None:

@@ -21,7 +21,18 @@ def tcvae(*args: str, cwd: Path, check: bool = False, timeout: float = 600, **kw
 
 
 TINY_DSPRITES = {"kind": "dsprites", "source": "procedural",
-                 "step": {"shape": 2, "scale": 5, "orientation": 39, "posX": 31, "posY": 31}}  # 2⁵ = 32 images
+                 "step": {"scale": 5, "orientation": 20, "posX": 8, "posY": 8}}  # 3 × 2 × 2 × 4 × 4 = 192 images
+TINY_TRAIN = {"steps": 6, "batch_size": 16, "log_every": 2, "latents": 4, "mlp_width": 64}
+TINY_SWEEP = {"datasets": ["tiny"], "methods": ["betavae"], "betas": [1], "seeds": [0]}
+
+
+def tiny_params(**sections) -> dict:
+    """A complete params tree on the 192-image dSprites grid; keyword sections replace or add (a new
+    `data` section alone also points the sweep at its data sets)."""
+    params = {"data": {"tiny": TINY_DSPRITES}, "train": TINY_TRAIN, "sweep": TINY_SWEEP} | sections
+    if "data" in sections and "sweep" not in sections:
+        params["sweep"] = {**TINY_SWEEP, "datasets": list(sections["data"])}
+    return params
 
 
 @pytest.fixture
@@ -32,5 +43,5 @@ def project(tmp_path: Path):
         path.write_text(yaml.safe_dump(params, sort_keys=False))
         return path
 
-    write_params({"data": {"tiny": TINY_DSPRITES}})
+    write_params(tiny_params())
     return tmp_path, write_params

@@ -4,7 +4,7 @@ import h5py
 import pytest
 
 from tcvae import data
-from tests.conftest import TINY_DSPRITES, tcvae
+from tests.conftest import TINY_DSPRITES, tcvae, tiny_params
 
 
 def test_help_lists_the_stages(project):
@@ -13,18 +13,23 @@ def test_help_lists_the_stages(project):
 
 
 @pytest.mark.parametrize("params,key,rule", [
-    ({"dta": {}}, "dta", "did you mean 'data'"),
-    ({"data": {"d": {**TINY_DSPRITES, "sorce": "file"}}}, "data.d.sorce", "unknown key"),
-    ({"data": {"d": {**TINY_DSPRITES, "source": "ftp"}}}, "data.d.source", "'procedural'"),
-    ({"data": {"d": {**TINY_DSPRITES, "step": {"posX": 0}}}}, "data.d.step.posX", "greater than 0"),
-    ({"data": {"d": {**TINY_DSPRITES, "source": "file"}}}, "data.d", "needs `file: <path>`"),
-    ({"data": {"faces": {"kind": "faces"}}}, "faces-procedural", "stand-in"),
+    ({"trian": {}}, "trian", "did you mean 'train'"),
+    ({"data": {"tiny": {**TINY_DSPRITES, "sorce": "file"}}}, "data.tiny.sorce", "unknown key"),
+    ({"data": {"tiny": {**TINY_DSPRITES, "source": "ftp"}}}, "data.tiny.source", "'procedural'"),
+    ({"data": {"tiny": {**TINY_DSPRITES, "step": {"posX": 0}}}}, "data.tiny.step.posX", "greater than 0"),
+    ({"data": {"tiny": {**TINY_DSPRITES, "source": "file"}}}, "data.tiny", "needs `file: <path>`"),
+    ({"data": {"tiny": TINY_DSPRITES, "faces": {"kind": "faces"}}}, "faces-procedural", "stand-in"),
+    ({"train": {"steps": 5, "lr": -1}}, "train.lr", "greater than 0"),
+    ({"train": {"steps": 5, "epochs": 2}}, "train", "exactly one of"),
+    ({"sweep": {"datasets": ["nope"], "methods": ["tcvae"], "betas": [1], "seeds": [0]}}, "nope", "not a key of"),
+    ({"sweep": {"datasets": ["tiny"], "methods": ["vae"], "betas": [1], "seeds": [0]}}, "sweep.methods.0", "betavae"),
 ])
-@pytest.mark.parametrize("stage", ["download", "preprocess"])
+@pytest.mark.parametrize("stage", ["download", "preprocess", "train"])
 def test_bad_params_exit_2_and_name_the_key(project, params, key, rule, stage):
     folder, write_params = project
-    write_params({"data": {"d": TINY_DSPRITES}, **params} if "dta" in params else params)
-    proc = tcvae("stage", stage, cwd=folder)
+    write_params({**tiny_params(), **params} if "trian" in params else tiny_params(**params))
+    args = ["--dataset", "tiny", "--method", "tcvae", "--beta", "1"] if stage == "train" else []
+    proc = tcvae("stage", stage, *args, cwd=folder)
     assert proc.returncode == 2
     assert key in proc.stderr and rule in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) < 25
@@ -43,7 +48,7 @@ def test_download_then_preprocess_tiny_dsprites(project):
     tcvae("stage", "download", cwd=folder, check=True)
     tcvae("stage", "preprocess", cwd=folder, check=True)
     ds = data.load(folder / "data/processed/tiny.h5")
-    assert len(ds) == 32 and ds.factor_sizes == (2, 2, 2, 2, 2)
+    assert len(ds) == 192 and ds.factor_sizes == (3, 2, 2, 4, 4)
     with h5py.File(folder / "data/processed/tiny.h5") as f:
         assert f.attrs["source"] == "procedural" and f.attrs["packed"] == 1
     assert [p.name for p in (folder / "data/processed").iterdir()] == ["tiny.h5"]   # no temporary left
@@ -54,7 +59,7 @@ def test_faces_from_the_authors_file(project, tmp_path):
     folder, write_params = project
     renders = torch.randint(0, 255, (50, 21, 11, 11, 64, 64), dtype=torch.uint8)
     torch.save(renders, tmp_path / "basel_face_renders.pth")
-    write_params({"data": {"faces": {"kind": "faces", "source": "file", "file": str(tmp_path / "basel_face_renders.pth")}}})
+    write_params(tiny_params(data={"faces": {"kind": "faces", "source": "file", "file": str(tmp_path / "basel_face_renders.pth")}}))
     tcvae("stage", "download", cwd=folder, check=True)
     tcvae("stage", "preprocess", cwd=folder, check=True)
     ds = data.load(folder / "data/processed/faces.h5")

@@ -7,7 +7,7 @@ import pytest
 
 from tcvae.data.download import fetch
 from tcvae.errors import UserError
-from tests.conftest import tcvae
+from tests.conftest import tcvae, tiny_params
 
 PAYLOAD = bytes(range(256)) * 4096          # 1 MiB
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
@@ -83,12 +83,12 @@ def test_no_network(tmp_path, monkeypatch):
 
 def test_download_stage_reports_checksum_and_exits_2(server, project):
     folder, write_params = project
-    write_params({"data": {"d": {"kind": "dsprites", "source": "download", "url": f"{server}/file.npz",
-                                 "md5": "0" * 32}}})
+    write_params(tiny_params(data={"d": {"kind": "dsprites", "source": "download", "url": f"{server}/file.npz",
+                                         "md5": "0" * 32}}))
     proc = tcvae("stage", "download", "--dataset", "d", cwd=folder)
     assert proc.returncode == 2, proc.stderr
     assert "checksum mismatch" in proc.stderr and "procedural" in proc.stderr and "Traceback" not in proc.stderr
     assert not (folder / "data").exists() or not any((folder / "data").rglob("*.*"))
-    write_params({"data": {"d": {"kind": "dsprites", "source": "download", "url": f"{server}/file.npz", "md5": MD5}}})
+    write_params(tiny_params(data={"d": {"kind": "dsprites", "source": "download", "url": f"{server}/file.npz", "md5": MD5}}))
     tcvae("stage", "download", "--dataset", "d", cwd=folder, check=True)
     assert (folder / "data/raw/d/file.npz").read_bytes() == PAYLOAD

@@ -1,0 +1,232 @@
+"""The objectives: β-VAE, β-TCVAE (with the minibatch estimators of log q(z)), FactorVAE.
+
+All quantities are per-sample log-densities or KLs in nats. Notation follows Chen et al. (2018): n indexes
+data points, q(z) = (1/N) Σ_n q(z|n) is the aggregate posterior, q(z_j) its marginals, p(z) = N(0, I).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+LOG_2PI = math.log(2 * math.pi)
+Estimator = Literal["mss", "mws"]
+# Exponents are clamped at −87 (exp(−87) ≈ 1.6e-38, near the smallest normal float32): arithmetic on
+# denormals is 10× slower, and what changes (< 1e-38 per pair) is nothing beside a row's own term.
+MAX_SQ = 87.0
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Elementwise log N(z; mu, exp(logvar)) in nats (broadcasting)."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu) ** 2 * torch.exp(-logvar))
+
+
+def importance_weights(batch: int, dataset_size: int, estimator: Estimator) -> tuple[float, float, float]:
+    """Weights (own, next, rest) with which row i of a minibatch weighs q(z_i | n_j) to estimate q(z_i):
+    `own` for j = i, `next` for j = i + 1 (cyclically), `rest` for every other j; each row sums to 1.
+
+    mws: all 1/B (the paper's minibatch weighted sampling without its constant −log N offset).
+    mss (minibatch stratified sampling, Chen et al. App. C.2), M = B − 1: 1/N, (N − M)/(N·M), 1/M."""
+    if estimator == "mws":
+        return 1 / batch, 1 / batch, 1 / batch
+    n, m = dataset_size, batch - 1
+    if n < batch:
+        raise ValueError(f"dataset_size {n} is smaller than the batch {batch}")
+    return 1 / n, (n - m) / (n * m), 1 / m
+
+
+def weight_matrix(batch: int, dataset_size: int, estimator: Estimator) -> torch.Tensor:
+    """The (B, B) matrix of `importance_weights`, float64."""
+    own, nxt, rest = importance_weights(batch, dataset_size, estimator)
+    w = torch.full((batch, batch), rest, dtype=torch.float64)
+    i = torch.arange(batch)
+    w[i, (i + 1) % batch] = nxt
+    w[i, i] = own
+    return w
+
+
+ROWS = 256   # rows of a (ROWS, B) slice processed together: 2 MiB at B = 2048, so it stays in cache
+
+
+class _LogMixtures(torch.autograd.Function):
+    """log Σ_j w_ij q(z_i | n_j) jointly and per dimension, in (ROWS, B) slices.
+
+    Per dimension d, with s_j = sqrt(exp(−logvar_jd)/2) and t_ij = (z_id − mu_jd)·s_j, the density is
+    q(z_id | n_j) = exp(a_j)·exp(−t_ij²), a_j = −(log 2π + logvar_jd)/2. Rows are summed in that
+    exp-space by BLAS (a column shift keeps exp(a_j − max a) ≤ 1; the own term keeps sums away from 0),
+    with the two special weights of each row added exactly. Backward forms the slices again, so autograd
+    holds the (B, B) joint softmax but never a (B, B, D) tensor."""
+
+    @staticmethod
+    def forward(ctx, z, mu, logvar, weights):
+        own, nxt, rest = weights
+        b, dims = z.shape
+        s, a = _scales(logvar)
+        shift = a.max(0).values                                                   # (D,)
+        c = torch.exp(a - shift)                                                  # column factors ≤ 1
+        marginals, log_qz = torch.empty_like(z), torch.empty(b, dtype=z.dtype, device=z.device)
+        p_joint = torch.empty(b, b, dtype=z.dtype, device=z.device)
+        for rows, i, j in _row_blocks(b, z.device):
+            sq_sum = p_joint[rows].zero_()
+            e = torch.empty_like(sq_sum)
+            k = torch.arange(len(i), device=z.device)
+            for d in range(dims):
+                torch.addcmul(-mu[:, d] * s[:, d], z[rows, d, None], s[None, :, d], out=e).square_()  # t²
+                sq_sum += e
+                e.clamp_(max=MAX_SQ).neg_().exp_()
+                special = own * e[k, i] * c[i, d] + nxt * e[k, j] * c[j, d]
+                e[k, i] = 0
+                e[k, j] = 0
+                marginals[rows, d] = (rest * (e @ c[:, d]) + special).log_() + shift[d]
+            joint = sq_sum.neg_().add_(a.sum(1)[None, :] + math.log(rest))         # log w + log q(z_i | n_j)
+            joint[k, i] += math.log(own / rest)
+            joint[k, j] += math.log(nxt / rest)
+            log_qz[rows] = torch.logsumexp(joint, dim=1)
+            joint.sub_(log_qz[rows, None]).clamp_(min=-MAX_SQ).exp_()              # softmax over j
+        ctx.save_for_backward(z, mu, logvar, p_joint, marginals)
+        ctx.weights = weights
+        return log_qz, marginals
+
+    @staticmethod
+    def backward(ctx, g_joint, g_marginals):
+        # ∂ log q(z_id|n_j) / ∂(z_id, mu_jd, logvar_jd) = (−2 s_j t_ij, 2 s_j t_ij, t_ij² − 1/2)
+        z, mu, logvar, p_joint, marginals = ctx.saved_tensors
+        own, nxt, rest = ctx.weights
+        b, dims = z.shape
+        s, a = _scales(logvar)
+        # joint term, G = softmax_j · g: Σ_j G_ij (z_i − mu_j)·p_j etc. as float64 matmuls (no cancellation)
+        g = (p_joint * g_joint[:, None]).double()
+        z64, mu64, p = z.double(), mu.double(), torch.exp(-logvar.double())
+        colsum, gtz = g.sum(0)[:, None], g.T @ z64
+        gz = -(z64 * (g @ p) - g @ (mu64 * p))
+        gmu = p * (gtz - mu64 * colsum)
+        glogvar = -0.5 * colsum + 0.5 * p * (g.T @ z64 ** 2 - 2 * mu64 * gtz + mu64 ** 2 * colsum)
+        gz, gmu, glogvar = gz.to(z.dtype), gmu.to(z.dtype), glogvar.to(z.dtype)
+        del g
+        # per-dimension terms: G_ij = r_i · w_ij · exp(a_j − log q(z_id)) · exp(−t_ij²), r = upstream gradient;
+        # the dense part has weight `rest` (own and next zeroed in E), the two special entries are added back
+        shift = a.max(0).values
+        c = torch.exp(a - shift)
+        rr_all = g_marginals * torch.exp(shift - marginals)                       # row factors (B, D)
+        for rows, i, j in _row_blocks(b, z.device):
+            k = torch.arange(len(i), device=z.device)
+            t = torch.empty(len(i), b, dtype=z.dtype, device=z.device)
+            e = torch.empty_like(t)
+            for d in range(dims):
+                sd, cd, rr = s[:, d], c[:, d], rr_all[rows, d]
+                torch.addcmul(-mu[:, d] * sd, z[rows, d, None], sd[None, :], out=t)
+                torch.mul(t, t, out=e).clamp_(max=MAX_SQ).neg_().exp_()
+                t_own, t_nxt = t[k, i], t[k, j]
+                g_own, g_nxt = rr * own * cd[i] * e[k, i], rr * nxt * cd[j] * e[k, j]  # G at (i, i), (i, i+1)
+                e[k, i] = 0
+                e[k, j] = 0
+                e_sum = rr @ e
+                u = e.mul_(t)                                                     # E ⊙ t
+                gz[rows, d] -= 2 * (rest * rr * (u @ (cd * sd)) + g_own * sd[i] * t_own + g_nxt * sd[j] * t_nxt)
+                gmu_d = 2 * rest * cd * sd * (rr @ u)
+                glogvar_d = rest * cd * (rr @ u.mul_(t) - 0.5 * e_sum)            # u is now E ⊙ t²
+                gmu_d.index_add_(0, i, 2 * g_own * sd[i] * t_own).index_add_(0, j, 2 * g_nxt * sd[j] * t_nxt)
+                glogvar_d.index_add_(0, i, g_own * (t_own ** 2 - 0.5)).index_add_(0, j, g_nxt * (t_nxt ** 2 - 0.5))
+                gmu[:, d] += gmu_d
+                glogvar[:, d] += glogvar_d
+        return gz, gmu, glogvar, None
+
+
+def _scales(logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """s = sqrt(exp(−logvar)/2) and a = −(log 2π + logvar)/2, both (B, D)."""
+    return torch.exp(-0.5 * logvar).mul_(math.sqrt(0.5)), -0.5 * (LOG_2PI + logvar)
+
+
+def _row_blocks(b: int, device: torch.device):
+    """Yield (row slice, own column i, next column j = i + 1 mod B) for each block of ROWS rows."""
+    for start in range(0, b, ROWS):
+        i = torch.arange(start, min(start + ROWS, b), device=device)
+        yield slice(start, start + len(i)), i, (i + 1) % b
+
+
+def log_qz(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int,
+           estimator: Estimator = "mss") -> tuple[torch.Tensor, torch.Tensor]:
+    """Minibatch estimates of log q(z_i) and log ∏_j q(z_ij) for the batch's own samples (Chen et al. §4.1).
+
+    z, mu, logvar: (B, D), z_i drawn from q(z | n_i); dataset_size: N of the training set. Returns two
+    (B,) tensors in nats. Rows of the weight matrix sum to 1, so if every posterior is the same Gaussian
+    both are exactly that Gaussian's log-density. Memory O(B²), never O(B²·D)."""
+    weights = importance_weights(z.shape[0], dataset_size, estimator)
+    joint, marginals = _LogMixtures.apply(z, mu, logvar, weights)
+    if not torch.isfinite(marginals).all():     # only for z far outside every posterior: take the safe path
+        return log_qz_materialised(z, mu, logvar, dataset_size, estimator)
+    return joint, marginals.sum(1)
+
+
+def log_qz_materialised(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int,
+                        estimator: Estimator = "mss") -> tuple[torch.Tensor, torch.Tensor]:
+    """The straightforward way, holding the (B, B, D) log-density tensor for autograd: the reference that
+    `log_qz` is tested and benchmarked against."""
+    logw = weight_matrix(z.shape[0], dataset_size, estimator).log().to(z.device, z.dtype)
+    ld = log_normal(z[:, None, :], mu[None], logvar[None])                         # (B, B, D)
+    joint = torch.logsumexp(ld.sum(2) + logw, dim=1)
+    marginals = torch.logsumexp(ld + logw[:, :, None], dim=1)
+    return joint, marginals.sum(1)
+
+
+# ---- the ELBO and its decomposition (Chen et al. 2018, eq. 2) ----
+
+def log_bernoulli(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(x|z) (B,) in nats for Bernoulli pixels, summed over C·H·W."""
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
+def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, σ²) ‖ N(0, 1)) per latent, analytic: (B, D) nats."""
+    return 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar)
+
+
+def elbo_terms(model, x: torch.Tensor, dataset_size: int, estimator: Estimator = "mss", *,
+               generator: torch.Generator | None = None, with_qz: bool = True) -> dict[str, torch.Tensor]:
+    """One reparameterised sample per image → per-sample (B,) terms in nats: log_px, log_qz_x
+    (log q(z|x)), log_pz and, with `with_qz`, the minibatch log_qz and log_prod_qzj; plus z, mu, logvar (B, D)."""
+    mu, logvar = model.encode(x)
+    z = model.sample(mu, logvar, generator)
+    terms = {"log_px": log_bernoulli(model.decode(z), x), "log_qz_x": log_normal(z, mu, logvar).sum(1),
+             "log_pz": log_normal(z, torch.zeros_like(z), torch.zeros_like(z)).sum(1), "z": z, "mu": mu, "logvar": logvar}
+    if with_qz:
+        terms["log_qz"], terms["log_prod_qzj"] = log_qz(z, mu, logvar, dataset_size, estimator)
+    return terms
+
+
+def decomposition(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """KL = index-code MI + total correlation + dimension-wise KL (Chen et al. eq. 2), per sample (B,)."""
+    return {"mi": terms["log_qz_x"] - terms["log_qz"], "tc": terms["log_qz"] - terms["log_prod_qzj"],
+            "dimwise_kl": terms["log_prod_qzj"] - terms["log_pz"]}
+
+
+def betavae_loss(terms: dict[str, torch.Tensor], beta: float) -> torch.Tensor:
+    """−(E log p(x|z) − β·KL) with the sampled KL of the original code (Higgins et al.; β = 1: the VAE)."""
+    return -(terms["log_px"] - beta * (terms["log_qz_x"] - terms["log_pz"])).mean()
+
+
+def tcvae_loss(terms: dict[str, torch.Tensor], alpha: float, beta: float, gamma: float) -> torch.Tensor:
+    """−(E log p(x|z) − α·MI − β·TC − γ·dim-wise KL)  (Chen et al. eq. 4)."""
+    parts = decomposition(terms)
+    return -(terms["log_px"] - alpha * parts["mi"] - beta * parts["tc"] - gamma * parts["dimwise_kl"]).mean()
+
+
+def permute_dims(z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Shuffle each latent dimension independently across the batch: samples of ∏_j q(z_j) (Kim & Mnih)."""
+    index = torch.argsort(torch.rand(z.shape, generator=generator, device=z.device), dim=0)
+    return torch.gather(z, 0, index)
+
+
+def factorvae_tc(discriminator, z: torch.Tensor) -> torch.Tensor:
+    """The density-ratio estimate of TC: E[log D(z) − log(1 − D(z))] (Kim & Mnih 2018, eq. 3), nats."""
+    logits = discriminator(z)
+    return (logits[:, 0] - logits[:, 1]).mean()
+
+
+def discriminator_loss(discriminator, z: torch.Tensor, z_perm: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of telling q(z) samples (class 0) from permuted ones (class 1)."""
+    ones = torch.ones(len(z), dtype=torch.long, device=z.device)
+    return 0.5 * (F.cross_entropy(discriminator(z), 0 * ones) + F.cross_entropy(discriminator(z_perm), ones))

@@ -1,0 +1,126 @@
+"""Training as a user relies on it: deterministic, resumable after kill -9 or Ctrl-C, loud on NaN."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tcvae import objectives, train
+from tcvae.errors import UserError
+from tests.conftest import ROOT, tcvae, tiny_params
+
+RUN = ["--dataset", "tiny", "--method", "tcvae", "--beta", "4", "--seed", "1"]
+RUN_DIR = "data/runs/tiny/tcvae/beta4/seed1"
+
+
+@pytest.fixture
+def prepared(project, monkeypatch):
+    """The tiny data set, downloaded and preprocessed (in-process: test_cli covers the subprocess path)."""
+    from stages import download, preprocess
+    folder, write_params = project
+    monkeypatch.chdir(folder)
+    download.command(folder / "params.yaml", None)
+    preprocess.command(folder / "params.yaml", None)
+    return folder, write_params
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("method", ["betavae", "tcvae", "factorvae"])
+def test_same_seed_same_weights(prepared, method):
+    folder, _ = prepared
+    run = ["--dataset", "tiny", "--method", method, "--beta", "2", "--seed", "0"]
+    out = folder / f"data/runs/tiny/{method}/beta2/seed0"
+    tcvae("stage", "train", *run, cwd=folder, check=True)
+    first = weights(out / "model.pt")
+    for f in out.iterdir():
+        f.unlink()
+    tcvae("stage", "train", *run, cwd=folder, check=True)
+    assert same_weights(first, weights(out / "model.pt"))
+    saved = torch.load(out / "model.pt", weights_only=True)
+    assert saved["method"] == method and saved["train"]["batch_size"] == 16 and saved["beta"] == 2.0
+    history = (out / "history.csv").read_text().splitlines()
+    assert history[0].startswith("step,epoch,loss,elbo") and len(history) == 1 + 3     # steps 2, 4, 6
+    model, record = train.load_model(out / "model.pt")
+    assert model.encode(torch.rand(2, 1, 64, 64))[0].shape == (2, 4)
+
+
+def start_training(folder):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "tcvae", "stage", "train", *RUN], cwd=folder, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(folder, proc):
+    ckpt = folder / RUN_DIR / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not ckpt.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_run_resumes_to_the_same_weights(prepared, how):
+    folder, write_params = prepared
+    write_params(tiny_params(train={**tiny_params()["train"], "steps": 300, "checkpoint_every_steps": 10}))
+    tcvae("stage", "train", *RUN, cwd=folder, check=True)
+    uninterrupted = weights(folder / RUN_DIR / "model.pt")
+    for f in (folder / RUN_DIR).iterdir():
+        f.unlink()
+
+    proc = start_training(folder)
+    wait_for_checkpoint(folder, proc)
+    proc.send_signal(how)
+    proc.wait(timeout=60)
+    assert proc.returncode == (-9 if how == signal.SIGKILL else 130)
+    state = torch.load(folder / RUN_DIR / "checkpoint.pt", weights_only=True)
+    assert 0 < state["step"] < 300                    # it really stopped part-way
+    assert not (folder / RUN_DIR / "model.pt").exists()
+    tcvae("stage", "train", *RUN, cwd=folder, check=True)
+    assert same_weights(uninterrupted, weights(folder / RUN_DIR / "model.pt"))
+    rows = (folder / RUN_DIR / "history.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(2, 301, 2))   # history neither lost nor doubled
+
+
+def test_nan_stops_with_step_and_term_and_keeps_the_checkpoint(prepared, monkeypatch):
+    folder, _ = prepared
+    from stages.params import load_params
+    from tcvae import data
+
+    p = load_params(folder / "params.yaml")
+    cfg = p.train.model_copy(update={"checkpoint_every_steps": 1})
+    calls = []
+    real = objectives.log_bernoulli
+
+    def poisoned(logits, x):
+        calls.append(1)
+        out = real(logits, x)
+        return out * float("nan") if len(calls) == 4 else out
+
+    monkeypatch.setattr(objectives, "log_bernoulli", poisoned)
+    out = folder / "run"
+    with pytest.raises(train.Diverged, match="step 4: loss = nan") as err:
+        train.fit(data.load(folder / "data/processed/tiny.h5"), cfg, method="tcvae", beta=1.0, seed=0, arch="mlp",
+                  out=out, record={})
+    assert isinstance(err.value, UserError)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert not (out / "model.pt").exists()
+
+
+def test_bad_coordinates_exit_2(prepared):
+    folder, _ = prepared
+    proc = tcvae("stage", "train", "--dataset", "tiny", "--method", "vae", "--beta", "-1", cwd=folder)
+    assert proc.returncode == 2 and "--method vae" in proc.stderr and "--beta -1" in proc.stderr
+    proc = tcvae("stage", "train", "--dataset", "other", "--method", "tcvae", "--beta", "1", cwd=folder)
+    assert proc.returncode == 2 and "--dataset other" in proc.stderr
