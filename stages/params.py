@@ -13,6 +13,8 @@ import yaml
 from pydantic import Field, PositiveInt, ValidationError, model_validator
 
 from stages.strict import Strict
+from stages.evaluate import EvaluateParams
+from stages.plot import PlotParams
 from stages.train import SweepParams, TrainParams
 from tcvae.errors import UserError
 
@@ -63,6 +65,8 @@ class Params(Strict):
     data: dict[Name, DataSpec]
     train: TrainParams
     sweep: SweepParams
+    evaluate: EvaluateParams = EvaluateParams()
+    plot: PlotParams = PlotParams()
 
     @model_validator(mode="after")
     def _honest_names(self):

@@ -72,7 +72,7 @@ def command(params: Path = typer.Option(Path("params.yaml"), "--params", help="p
     p = load_params(params)
     value = run_coordinates(p, dataset, method, beta)
     source = processed_path(dataset)
-    ds = data.load(_need(source, "preprocess", dataset))
+    ds = data.load(need(source, "preprocess", dataset))
     kind = p.data[dataset].kind
     arch = p.train.arch.get(dataset, p.train.arch.get(kind))
     record = {"dataset": dataset, "method": method, "beta": value, "seed": seed, "data": p.data[dataset].model_dump(mode="json"),
@@ -80,7 +80,8 @@ def command(params: Path = typer.Option(Path("params.yaml"), "--params", help="p
     fit(ds, p.train, method=method, beta=value, seed=seed, arch=arch, out=run_dir(dataset, method, beta, seed), record=record)
 
 
-def _need(path: Path, stage: str, dataset: str) -> Path:
+def need(path: Path, stage: str, dataset: str) -> Path:
+    """`path` if it exists, else a UserError saying which stage makes it."""
     from tcvae.errors import UserError
     if not path.is_file():
         raise UserError(f"{path} is missing: run `dvc repro {stage}` (or `tcvae stage {stage} --dataset {dataset}`)")

@@ -41,7 +41,8 @@ def log_mixture_1d(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> t
     With s_n = sqrt(exp(−logvar_n)/2), t = (z − mu_n)·s_n and a_n = −(log 2π + logvar_n)/2, each density is
     exp(a_n)·exp(−t²); exp(a_n − max a) ≤ 1 is a column factor, so nothing overflows. Components are grouped
     by σ (powers of 2) and sorted by mean within a group; for samples in [lo, hi] the group's components
-    with means in [lo − WINDOW·σmax, hi + WINDOW·σmax] are a contiguous slice."""
+    with means in [lo − WINDOW·σmax, hi + WINDOW·σmax] are a contiguous slice. Samples whose sum stays
+    below 1e-20 (far outside the data) are recomputed exactly in log-space."""
     z, mu, logvar = z.float(), mu.float(), logvar.float()
     order = torch.argsort(z)
     zs = z[order]
@@ -66,8 +67,12 @@ def log_mixture_1d(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> t
                 torch.addcmul(offset[c0:c1], zr[:, None], s_g[None, c0:c1], out=block)        # t
                 block.square_().clamp_(max=MAX_SQ).neg_().exp_()                             # exp(−t²)
                 total[r0:r0 + ROWS].addmv_(block, c_g[c0:c1])
-    out = torch.empty_like(total)
-    out[order] = total.log_() + shift - math.log(len(mu))
+    far = torch.nonzero(total < 1e-20).squeeze(1)     # far from every component (no posterior sample is):
+    result = total.log() + shift - math.log(len(mu))
+    if len(far):                                        # recompute exactly in log-space
+        result[far] = log_mixture_1d_brute(zs[far], mu, logvar)
+    out = torch.empty_like(result)
+    out[order] = result
     return out
 
 
@@ -179,6 +184,23 @@ def _plugin_mi(a: np.ndarray, b: np.ndarray) -> float:
     return float((joint[nz] * np.log(joint[nz] / (pa @ pb)[nz])).sum())
 
 
+def log_mixture_joint(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log (1/N) Σ_n N(z_s; mu_n, diag exp(logvar_n)) for samples z (S, D) and components (N, D): (S,) nats.
+
+    The quadratic form Σ_d (z_d − mu_nd)²·p_nd = z²·p − 2 z·(mu p) + mu²·p is two float64 matmuls per
+    (ROWS × COLS) tile, so no (S, N, D) array is formed; tiles are combined by a running log-sum-exp."""
+    prec = torch.exp(-logvar.double())
+    weighted, const = mu.double() * prec, (LOG_2PI + logvar.double() + mu.double() ** 2 * prec).sum(1)
+    out = torch.full((len(z),), -math.inf, dtype=torch.float64)
+    for r0 in range(0, len(z), ROWS):
+        zr = z[r0:r0 + ROWS].double()
+        for c0 in range(0, len(mu), COLS):
+            quad = torch.addmm(const[None, c0:c0 + COLS], zr ** 2, prec[c0:c0 + COLS].T)
+            quad.addmm_(zr, weighted[c0:c0 + COLS].T, alpha=-2)
+            out[r0:r0 + ROWS] = torch.logaddexp(out[r0:r0 + ROWS], torch.logsumexp(quad.mul_(-0.5), dim=1))
+    return (out - math.log(len(mu))).float()
+
+
 @dataclass
 class KLDecomposition:
     """E_n KL(q(z|n) ‖ p(z)) = index-code MI + total correlation + dimension-wise KL (Chen et al. eq. 2), nats.
@@ -193,21 +215,14 @@ class KLDecomposition:
         return asdict(self)
 
 
-def kl_decomposition(mu, logvar, *, n_samples: int = 10_000, seed: int = 0, chunk: int = 256) -> KLDecomposition:
+def kl_decomposition(mu, logvar, *, n_samples: int = 10_000, seed: int = 0) -> KLDecomposition:
     """The decomposition for posteriors mu, logvar (N, D) over the whole data set: one posterior sample for
-    each of `n_samples` random data points, log q(z) against the joint mixture of all N posteriors (float64
-    matmuls for the quadratic form), log q(z_j) against each dimension's mixture."""
+    each of `n_samples` random data points; log q(z) against the joint mixture of all N posteriors,
+    log q(z_j) against each dimension's mixture."""
     mu, logvar = _as_tensor(mu), _as_tensor(logvar)
     idx, z = _sample(mu, logvar, n_samples, seed)
-    n, dims = mu.shape
-    prec = torch.exp(-logvar.double())
-    const = (LOG_2PI + logvar.double()).sum(1) + (mu.double() ** 2 * prec).sum(1)            # (N,)
-    log_qz = torch.empty(len(z))
-    for start in range(0, len(z), chunk):
-        zc = z[start:start + chunk].double()
-        quad = zc ** 2 @ prec.T - 2 * zc @ (mu.double() * prec).T                             # (c, N)
-        log_qz[start:start + chunk] = torch.logsumexp((-0.5 * (quad + const)).float(), dim=1) - math.log(n)
-    log_qzj = torch.stack([log_mixture_1d(z[:, j], mu[:, j], logvar[:, j]) for j in range(dims)], 1)
+    log_qz = log_mixture_joint(z, mu, logvar)
+    log_qzj = torch.stack([log_mixture_1d(z[:, j], mu[:, j], logvar[:, j]) for j in range(mu.shape[1])], 1)
     log_qz_n = log_normal(z, mu[idx], logvar[idx]).sum(1)
     log_pz = log_normal(z, torch.zeros(()), torch.zeros(())).sum(1)
     kl = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(1).mean()

@@ -45,3 +45,21 @@ def project(tmp_path: Path):
 
     write_params(tiny_params())
     return tmp_path, write_params
+
+
+TINY_EVAL = {"n_samples": 150, "batch_size": 64}
+
+
+@pytest.fixture
+def trained(project, monkeypatch):
+    """The tiny data set with one β-VAE and one β-TCVAE run trained (stages called in-process)."""
+    from stages import download, preprocess, train
+    folder, write_params = project
+    write_params(tiny_params(sweep={"datasets": ["tiny"], "methods": ["betavae", "tcvae"], "betas": [2], "seeds": [0]},
+                             evaluate=TINY_EVAL))
+    monkeypatch.chdir(folder)
+    download.command(folder / "params.yaml", None)
+    preprocess.command(folder / "params.yaml", None)
+    for method in ("betavae", "tcvae"):
+        train.command(folder / "params.yaml", "tiny", method, "2", 0)
+    return folder, write_params

@@ -65,3 +65,11 @@ def test_faces_from_the_authors_file(project, tmp_path):
     ds = data.load(folder / "data/processed/faces.h5")
     assert ds.source == "file" and ds.factor_names == ("identity", "azimuth", "elevation", "lighting")
     assert (ds.uint8([12345])[0, 0] == renders.reshape(-1, 64, 64)[12345].numpy()).all()
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "params-paper.yaml"])
+def test_shipped_params_are_valid(name):
+    from stages.params import load_params
+    from tests.conftest import ROOT
+    p = load_params(ROOT / name)
+    assert set(p.sweep.methods) >= {"betavae", "tcvae"} and len(p.sweep.betas) >= 3

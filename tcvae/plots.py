@@ -1,0 +1,168 @@
+"""The paper's figures: MIG against β, TC against MIG, latent traversals, latents against factors,
+reconstructions. Each function draws one figure and saves it as PNG and PDF (atomically)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from tcvae.io import atomic_path  # noqa: E402
+
+# Okabe & Ito's colour-blind-safe palette
+COLORS = {"betavae": "#0072B2", "tcvae": "#D55E00", "factorvae": "#009E73"}
+LABELS = {"betavae": "β-VAE", "tcvae": "β-TCVAE", "factorvae": "FactorVAE"}
+WEIGHT = {"betavae": "β", "tcvae": "β", "factorvae": "γ"}
+
+
+def save(fig: plt.Figure, path: Path) -> None:
+    """Write `path` (.png) and its .pdf twin, each appearing complete or not at all."""
+    for target in (path.with_suffix(".png"), path.with_suffix(".pdf")):
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=target.suffix[1:], dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
+    """One panel per data set: every run as a point, each method's median per β as a line (paper Fig. 4)."""
+    datasets = sorted({r["dataset"] for r in rows if r["mig"] is not None})
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        runs = [r for r in rows if r["dataset"] == dataset and r["mig"] is not None]
+        for method in sorted({r["method"] for r in runs}, key=list(COLORS).index):
+            mine = [r for r in runs if r["method"] == method]
+            betas = sorted({r["beta"] for r in mine})
+            ax.scatter([r["beta"] for r in mine], [r["mig"] for r in mine], color=COLORS[method], alpha=0.45, s=22)
+            ax.plot(betas, [np.median([r["mig"] for r in mine if r["beta"] == b]) for b in betas],
+                    color=COLORS[method], marker="o", label=f"{LABELS[method]} (median)")
+        ax.set_xscale("log", base=2)
+        ax.set(title=dataset, xlabel="β (FactorVAE: γ), log scale", ylabel="MIG (0–1, higher is more disentangled)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Disentanglement (MIG) against the regularisation weight; points are runs")
+    save(fig, path)
+
+
+def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
+    """Per data set: each method × β as its mean TC (log x) against mean MIG, marker size growing with β,
+    Pearson ρ over runs per method in the legend (paper Fig. 6)."""
+    datasets = sorted({r["dataset"] for r in rows if r["mig"] is not None})
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        runs = [r for r in rows if r["dataset"] == dataset and r["mig"] is not None]
+        all_betas = sorted({r["beta"] for r in runs})
+        for method in sorted({r["method"] for r in runs}, key=list(COLORS).index):
+            mine = [r for r in runs if r["method"] == method]
+            tc = np.array([max(r["tc"], 1e-3) for r in mine])
+            rho = np.corrcoef(np.log(tc), [r["mig"] for r in mine])[0, 1] if len(mine) > 2 else float("nan")
+            betas = sorted({r["beta"] for r in mine})
+            x = [np.mean([max(r["tc"], 1e-3) for r in mine if r["beta"] == b]) for b in betas]
+            y = [np.mean([r["mig"] for r in mine if r["beta"] == b]) for b in betas]
+            sizes = [30 + 150 * all_betas.index(b) / max(1, len(all_betas) - 1) for b in betas]
+            ax.scatter(x, y, s=sizes, color=COLORS[method], alpha=0.8, edgecolor="black", linewidth=0.5,
+                       label=f"{LABELS[method]}  ρ = {rho:.2f}")
+        ax.set_xscale("log")
+        ax.set(title=dataset, xlabel="total correlation of q(z) (nats, log scale)", ylabel="MIG")
+        ax.grid(alpha=0.3)
+        ax.legend(title="Pearson ρ(log TC, MIG) over runs")
+    fig.suptitle("Lower total correlation goes with higher MIG; larger markers are larger β")
+    save(fig, path)
+
+
+@torch.no_grad()
+def traversals(model, image: torch.Tensor, kl_per_latent: Sequence[float], path: Path, title: str, k: float = 3.0,
+               steps: int = 9, unused_below: float = 0.01, labels: Sequence[str] | None = None) -> None:
+    """One row per latent, ordered by KL (largest first): z_j swept from −k to +k around the posterior mean
+    of `image` (C, H, W), the others held at their means; rows of unused latents (KL < `unused_below`
+    nats) are marked. `labels` optionally names each row (e.g. the attribute a latent tracks)."""
+    mu, _ = model.encode(image[None])
+    order = np.argsort(kl_per_latent)[::-1]
+    offsets = torch.linspace(-k, k, steps)
+    fig, axes = plt.subplots(len(order), steps, figsize=(steps * 0.9, len(order) * 0.95), squeeze=False)
+    for row, j in enumerate(order):
+        z = mu.repeat(steps, 1)
+        z[:, j] += offsets
+        imgs = torch.sigmoid(model.decode(z)).cpu()
+        for col in range(steps):
+            ax = axes[row, col]
+            ax.imshow(_hwc(imgs[col]), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if row == len(order) - 1:
+                ax.set_xlabel(f"{offsets[col]:+.1f}", fontsize=8)
+        name = labels[j] if labels else f"z{j}"
+        unused = kl_per_latent[j] < unused_below
+        axes[row, 0].set_ylabel(f"{name}\nKL {kl_per_latent[j]:.2f}" + ("\n(unused)" if unused else ""), fontsize=7,
+                                rotation=0, ha="right", va="center", color="grey" if unused else "black")
+    fig.supxlabel(f"offset from the posterior mean (prior standard deviations, ±{k:g})", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    save(fig, path)
+
+
+def _hwc(img: torch.Tensor) -> np.ndarray:
+    img = img.numpy()
+    return img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+
+
+@torch.no_grad()
+def reconstructions(model, images: torch.Tensor, path: Path, title: str) -> None:
+    """Originals (top row) over their reconstructions (sigmoid of the decoded posterior mean)."""
+    mu, _ = model.encode(images)
+    recon = torch.sigmoid(model.decode(mu)).cpu()
+    fig, axes = plt.subplots(2, len(images), figsize=(len(images) * 0.9, 2.1), squeeze=False)
+    for col in range(len(images)):
+        for row, img in enumerate((images[col].cpu(), recon[col])):
+            axes[row, col].imshow(_hwc(img), cmap="gray", vmin=0, vmax=1)
+            axes[row, col].set_xticks([]), axes[row, col].set_yticks([])
+    axes[0, 0].set_ylabel("data", fontsize=8)
+    axes[1, 0].set_ylabel("recon.", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    save(fig, path)
+
+
+def latents_vs_factors(mu: np.ndarray, factors: np.ndarray, factor_names: Sequence[str], factor_values: np.ndarray,
+                       kl_per_latent: Sequence[float], path: Path, title: str, unused_below: float = 0.01) -> None:
+    """Each active latent's posterior mean against the true factors, averaged over the others (the original
+    code's plot). dSprites: a posX × posY heat map and curves over scale and orientation, one per shape.
+    Other data sets: one curve per factor. Rows are latents ordered by KL."""
+    active = [j for j in np.argsort(kl_per_latent)[::-1] if kl_per_latent[j] >= unused_below] or [int(np.argmax(kl_per_latent))]
+    names = list(factor_names)
+    dsprites = {"shape", "posX", "posY"} <= set(names)
+    curves = ["scale", "orientation"] if dsprites else [n for n in names if n != "identity"]
+    ncols = len(curves) + (1 if dsprites else 0)
+    fig, axes = plt.subplots(len(active), ncols, figsize=(3.2 * ncols, 2.4 * len(active)), squeeze=False)
+    for row, j in enumerate(active):
+        col = 0
+        if dsprites:
+            px, py = factors[:, names.index("posX")], factors[:, names.index("posY")]
+            heat = np.zeros((py.max() + 1, px.max() + 1))
+            np.add.at(heat, (py, px), mu[:, j])
+            heat /= np.maximum(np.bincount(py * (px.max() + 1) + px, minlength=heat.size).reshape(heat.shape), 1)
+            im = axes[row, 0].imshow(heat, cmap="cividis", origin="upper")
+            fig.colorbar(im, ax=axes[row, 0], fraction=0.046)
+            axes[row, 0].set(xlabel="posX (class)", ylabel=f"z{j} (KL {kl_per_latent[j]:.2f})\nposY (class)")
+            col = 1
+        groups = [(None, np.ones(len(mu), bool))]
+        if dsprites:
+            shape = factors[:, names.index("shape")]
+            groups = [(["square", "ellipse", "heart"][s] if s < 3 else f"shape {s}", shape == s) for s in np.unique(shape)]
+        for c, name in enumerate(curves):
+            ax = axes[row, col + c]
+            k = names.index(name)
+            for g, (label, mask) in enumerate(groups):
+                values = np.unique(factors[mask, k])
+                x = [factor_values[mask & (factors[:, k] == v), k][0] for v in values]
+                y = [mu[mask & (factors[:, k] == v), j].mean() for v in values]
+                ax.plot(x, y, color=list(COLORS.values())[g % 3], label=label)
+            ax.set(xlabel=f"{name} (value)", ylabel=f"mean z{j}" if not dsprites and c == 0 else None)
+            if groups[0][0] and row == 0:
+                ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    save(fig, path)

@@ -1,0 +1,79 @@
+"""Evaluating runs and comparing them across commits, as the pipeline does."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, TINY_EVAL, tcvae, tiny_params
+
+def test_evaluate_writes_every_number_with_its_variant(trained):
+    folder, _ = trained
+    tcvae("stage", "evaluate", "--dataset", "tiny", "--method", "tcvae", "--beta", "2", cwd=folder, check=True)
+    ev = json.loads((folder / "data/runs/tiny/tcvae/beta2/seed0/eval.json").read_text())
+    assert ev["run"] == {"dataset": "tiny", "method": "tcvae", "beta": 2.0, "seed": 0} and ev["n_images"] == 192
+    assert ev["metric_factors"] == ["scale", "orientation", "posX", "posY"]
+    assert 0 <= ev["mig"]["score"] <= 1 and len(ev["mig"]["mutual_info"]) == 4 and len(ev["mig"]["mutual_info"][0]) == 4
+    assert "Chen" in ev["mig"]["variant"] and "disentanglement_lib" in ev["mig_discrete"]["variant"]
+    d = ev["decomposition"]
+    assert d["mutual_info"] + d["total_correlation"] + d["dimwise_kl"] == pytest.approx(ev["kl"], abs=0.3)
+    assert ev["elbo"] == pytest.approx(ev["log_px"] - ev["kl"]) and ev["elbo"] < 0
+    again = tcvae("stage", "evaluate", "--dataset", "tiny", "--method", "tcvae", "--beta", "2", cwd=folder, check=True)
+    assert json.loads((folder / "data/runs/tiny/tcvae/beta2/seed0/eval.json").read_text()) == ev   # deterministic
+
+
+def test_aggregate_reads_exactly_the_sweep(trained):
+    folder, write_params = trained
+    proc = tcvae("stage", "aggregate", cwd=folder)
+    assert proc.returncode == 2 and "not evaluated" in proc.stderr and not (folder / "data/metrics").exists()
+    for method in ("betavae", "tcvae"):
+        tcvae("stage", "evaluate", "--dataset", "tiny", "--method", method, "--beta", "2", cwd=folder, check=True)
+    tcvae("stage", "aggregate", cwd=folder, check=True)
+    rows = (folder / "data/metrics/runs.csv").read_text().splitlines()
+    assert rows[0].startswith("dataset,method,beta,seed,mig") and len(rows) == 3
+    summary = json.loads((folder / "data/metrics/summary.json").read_text())
+    assert set(summary["tiny"]) == {"betavae", "tcvae"} and summary["tiny"]["tcvae"]["beta2"]["runs"] == 1
+    assert set(summary["tiny"]["tcvae"]["beta2"]["mig"]) == {"median", "q1", "q3"}
+    write_params(tiny_params(sweep={"datasets": ["tiny"], "methods": ["tcvae"], "betas": [2], "seeds": [0]},
+                             evaluate=TINY_EVAL))           # shrink the sweep: the β-VAE run is left on disk…
+    tcvae("stage", "aggregate", cwd=folder, check=True)
+    assert len((folder / "data/metrics/runs.csv").read_text().splitlines()) == 2   # …and ignored
+
+
+def run(*args, cwd):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def test_dvc_metrics_diff_reports_a_changed_param(tmp_path):
+    """A real git + DVC repository with this project's dvc.yaml: repro, commit, change a param, repro,
+    and `dvc metrics diff` shows what changed."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for item in ("dvc.yaml", "tcvae", ".gitignore"):
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, repo / item)
+    params = tiny_params(evaluate=TINY_EVAL)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    dvc = [sys.executable, "-m", "dvc"]
+    run("git", "init", "-q", cwd=repo)
+    run("git", "config", "user.email", "t@t", cwd=repo), run("git", "config", "user.name", "t", cwd=repo)
+    run(*dvc, "init", "-q", cwd=repo)
+    run(*dvc, "config", "core.analytics", "false", cwd=repo)
+    run(*dvc, "repro", "aggregate", cwd=repo)
+    run("git", "add", "-A", cwd=repo), run("git", "commit", "-qm", "first", cwd=repo)
+    params["train"] = {**params["train"], "steps": 12}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    out = run(*dvc, "repro", "aggregate", cwd=repo)
+    assert "Running stage 'train@tiny-betavae-1-0'" in out and "Running stage 'preprocess@tiny'" not in out
+    diff = json.loads(run(*dvc, "metrics", "diff", "--json", cwd=repo))
+    changed = diff["data/metrics/summary.json"]
+    assert "tiny.betavae.beta1.elbo.median" in changed
+    assert changed["tiny.betavae.beta1.elbo.median"]["diff"] != 0
