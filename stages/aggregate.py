@@ -6,10 +6,11 @@ import itertools
 import json
 from pathlib import Path
 
-import typer
+
+from stages.options import ParamsOption
 
 
-def command(params: Path = typer.Option(Path("params.yaml"), "--params", help="params file")) -> None:
+def command(params: ParamsOption = Path("params.yaml")) -> None:
     """Collect exactly the runs that `sweep` lists (never a glob: a shrunk sweep's old runs are ignored)."""
     from stages.params import load_params, run_dir
     from tcvae import results

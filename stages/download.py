@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from stages.options import ParamsOption
+
 from stages.params import load_params, raw_dir
 from tcvae.errors import UserError
 from tcvae.io import write_json
@@ -15,7 +17,7 @@ OFFLINE = ("Alternatives that need no network:\n"
            "  • source: file         point `file:` at a copy you already have")
 
 
-def command(params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+def command(params: ParamsOption = Path("params.yaml"),
             dataset: list[str] = typer.Option(None, "--dataset", help="data set name(s); default: all")) -> None:
     """Download or locate raw files; procedural data sets need none (a source.json records that)."""
     from tcvae.data.download import fetch, md5sum
@@ -24,7 +26,9 @@ def command(params: Path = typer.Option(Path("params.yaml"), "--params", help="p
     for name in _select(p, dataset):
         spec, out = p.data[name], raw_dir(name)
         record = {"dataset": name, "kind": spec.kind, "source": spec.source}
-        if spec.source == "download":
+        if spec.kind == "celeba":
+            record |= _celeba(name, spec, out)
+        elif spec.source == "download":
             target = out / Path(spec.url).name
             if not (target.is_file() and md5sum(target) == spec.md5):
                 fetch(spec.url, target, spec.md5, offline_hint=OFFLINE)
@@ -38,6 +42,41 @@ def command(params: Path = typer.Option(Path("params.yaml"), "--params", help="p
                                 f"= {spec.md5}\n  the file is damaged or a different release; nothing was written")
             record |= {"file": str(spec.file), "md5": digest}
         write_json(out / "source.json", record)
+
+
+def _celeba(name: str, spec, out: Path) -> dict:
+    """CelebA's zip (resumable: 1.4 GB) with its attribute and partition files, or the user's copy."""
+    from tcvae.data import celeba
+    from tcvae.data.download import md5sum
+
+    record = {}
+    extras = [("attributes", celeba.ATTR_NAME, spec.attributes_url, spec.attributes_md5, spec.attributes),
+              ("partition", celeba.PARTITION_NAME, spec.partition_url, spec.partition_md5, spec.partition)]
+    if spec.source == "download":
+        celeba.fetch_resumable(spec.url, out / celeba.ZIP_NAME, spec.md5)
+        record |= {"file": str(out / celeba.ZIP_NAME), "md5": spec.md5, "url": spec.url}
+        for key, filename, url, md5, _ in extras:
+            if url:
+                celeba.fetch_resumable(url, out / filename, md5)
+                record[key] = str(out / filename)
+        return record
+    if not spec.file.exists():
+        raise UserError(f"data.{name}.file = {spec.file}: no such file or folder\n\n{celeba.ALTERNATIVES}")
+    record["file"] = str(spec.file)
+    if spec.file.is_file():
+        digest = md5sum(spec.file)
+        if digest != spec.md5:
+            raise UserError(f"data.{name}.file = {spec.file}: md5 {digest}, expected {spec.md5} (the official "
+                            f"img_align_celeba.zip); a damaged or different file. Nothing was written")
+        record["md5"] = digest
+    for key, filename, _, _, given in extras:
+        near = [given] if given else [spec.file.parent / filename, spec.file / filename, spec.file.parent.parent / filename]
+        found = next((p for p in near if p.is_file()), None)
+        if given and not found:
+            raise UserError(f"data.{name}.{key} = {given}: no such file")
+        if found:
+            record[key] = str(found)
+    return record
 
 
 def _select(p, names: list[str] | None) -> list[str]:

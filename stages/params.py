@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -15,7 +16,7 @@ from pydantic import Field, PositiveInt, ValidationError, model_validator
 from stages.strict import Strict
 from stages.evaluate import EvaluateParams
 from stages.plot import PlotParams
-from stages.train import SweepParams, TrainParams
+from stages.train import ComputeParams, SweepParams, TrainParams
 from tcvae.errors import UserError
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
@@ -58,7 +59,29 @@ class FacesData(FileSource):
     md5: Md5 | None = None                                  # checked when given
 
 
-DataSpec = Annotated[Union[DspritesData, FacesData], Field(discriminator="kind")]
+def _drive(file_id: str) -> str:
+    return f"https://drive.google.com/uc?export=download&id={file_id}"
+
+
+class CelebaData(FileSource):
+    """CelebA from the official Google Drive files (or a mirror), or `file`: the zip or an extracted folder
+    (Kaggle's nested layout too). Attributes and partition are read when present; with `file`, they are
+    looked for beside it unless given."""
+    kind: Literal["celeba"]
+    source: Literal["download", "file"] = "download"
+    url: Url = _drive("0B7EVK8r0v71pZjFTYXZWM3FlRnM")
+    md5: Md5 = "00d2c5bc6d35e252742224ab0c1e8fcb"
+    file: Path | None = None
+    attributes_url: Url | None = _drive("0B7EVK8r0v71pblRyaVFSWGxPY0U")
+    attributes_md5: Md5 = "75e246fa4810816ffd6ee81facbd244c"
+    attributes: Path | None = None
+    partition_url: Url | None = _drive("0B7EVK8r0v71pY0NSMzRuSXJEVkk")
+    partition_md5: Md5 = "d32c9cbf5e040fd4025c592c306e6668"
+    partition: Path | None = None
+    limit: PositiveInt | None = None            # only the first `limit` images (quick runs)
+
+
+DataSpec = Annotated[Union[DspritesData, FacesData, CelebaData], Field(discriminator="kind")]
 
 
 class Params(Strict):
@@ -67,6 +90,7 @@ class Params(Strict):
     sweep: SweepParams
     evaluate: EvaluateParams = EvaluateParams()
     plot: PlotParams = PlotParams()
+    compute: ComputeParams = ComputeParams()
 
     @model_validator(mode="after")
     def _honest_names(self):
@@ -97,6 +121,35 @@ def processed_path(dataset: str) -> Path:
 def run_dir(dataset: str, method: str, beta: object, seed: int) -> Path:
     """data/runs/<dataset>/<method>/beta<β>/seed<seed>; β as written in params (DVC's matrix does the same)."""
     return Path("data/runs") / dataset / method / f"beta{beta}" / f"seed{seed}"
+
+
+def need(path: Path, stage: str, dataset: str) -> Path:
+    """`path` if it exists, else a UserError saying which stage makes it."""
+    if not path.is_file():
+        raise UserError(f"{path} is missing: run `dvc repro {stage}` (or `tcvae stage {stage} --dataset {dataset}`)")
+    return path
+
+
+@dataclass
+class Run:
+    """One run of the sweep matrix, its coordinates checked against the validated params."""
+    params: "Params"
+    dataset: str
+    method: str
+    beta: float
+    seed: int
+    dir: Path
+
+
+def open_run(params: Path, dataset: str, method: str, beta: str, seed: int) -> Run:
+    """Validate params and a run's coordinates; on a multi-GPU machine, claim a free GPU for this process."""
+    from tcvae.devices import claim_gpu, visible_gpus
+
+    p = load_params(params)
+    value = run_coordinates(p, dataset, method, beta)
+    if p.compute.device != "cpu":      # parallel workers on a multi-GPU machine: one GPU each
+        claim_gpu(visible_gpus())
+    return Run(p, dataset, method, value, seed, run_dir(dataset, method, beta, seed))
 
 
 def run_coordinates(p: "Params", dataset: str, method: str, beta: str) -> float:
@@ -142,7 +195,7 @@ def _explain(path: Path, raw: object, error: ValidationError) -> str:
     for col in ("key", "value", "rule"):
         table.add_column(col, overflow="fold")
     for e in error.errors():
-        loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and p in ("dsprites", "faces") and e["loc"].index(p) == 2)]
+        loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and p in ("dsprites", "faces", "celeba") and e["loc"].index(p) == 2)]
         key = ".".join(loc) or "(top level)"
         rule = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":

@@ -6,7 +6,8 @@ import itertools
 from pathlib import Path
 from typing import Annotated
 
-import typer
+
+from stages.options import ParamsOption
 from pydantic import Field, NonNegativeInt, PositiveFloat
 
 from stages.strict import Strict
@@ -17,18 +18,19 @@ class PlotParams(Strict):
     traversal_steps: Annotated[int, Field(ge=3, le=21)] = 9
     image: NonNegativeInt = 0                                  # index of the image whose posterior mean is traversed
     reconstructions: Annotated[int, Field(ge=1, le=32)] = 8
-    unused_below: PositiveFloat = 0.01                         # a latent with KL below this (nats) is marked unused
+    unused_below: PositiveFloat = 0.1                          # a latent with KL below this (nats) is marked unused
     max_images: Annotated[int, Field(ge=1000)] = 50_000        # latents-against-factors averages over at most this many
+    attribute_range: PositiveFloat = 6.0                       # data sets with attributes (CelebA): ±k, as the paper
+    attribute_latents: Annotated[int, Field(ge=1)] = 15        # …for the latents with the largest KL
 
 
-def command(params: Path = typer.Option(Path("params.yaml"), "--params", help="params file")) -> None:
+def command(params: ParamsOption = Path("params.yaml")) -> None:
     """Draw MIG against β, TC against MIG, and per run: traversals, reconstructions, latents against factors."""
     import json
 
     import numpy as np
 
-    from stages.params import load_params, processed_path, run_dir
-    from stages.train import need
+    from stages.params import load_params, need, processed_path, run_dir
     from tcvae import data, plots, results
     from tcvae.evaluate import encode
     from tcvae.train import load_model
@@ -57,6 +59,11 @@ def command(params: Path = typer.Option(Path("params.yaml"), "--params", help="p
             plots.traversals(model, image, ev["kl_per_latent"], where / "traversals", name, cfg.traversal_range,
                              cfg.traversal_steps, cfg.unused_below)
             plots.reconstructions(model, shown, where / "reconstructions", name)
+            if ds.attributes is not None:
+                mu, _, _ = encode(model, subset, seed=0)
+                plots.traversals_by_attribute(model, image, ev["kl_per_latent"], mu.numpy(), ds.attributes[pick],
+                                              ds.attribute_names, where / "traversals_by_attribute", name,
+                                              cfg.attribute_range, cfg.traversal_steps, cfg.attribute_latents)
             if ds.factors is not None:
                 mu, _, _ = encode(model, subset, seed=0)
                 plots.latents_vs_factors(mu.numpy(), subset.factors, ds.factor_names, subset.factor_values,

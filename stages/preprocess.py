@@ -7,15 +7,17 @@ from pathlib import Path
 
 import typer
 
+from stages.options import ParamsOption
+
 from stages.download import _select
 from stages.params import load_params, processed_path, raw_dir
 from tcvae.errors import UserError
 
 
-def command(params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+def command(params: ParamsOption = Path("params.yaml"),
             dataset: list[str] = typer.Option(None, "--dataset", help="data set name(s); default: all")) -> None:
     """Render or convert each data set into one HDF5 file (written atomically)."""
-    from tcvae.data import dsprites, faces
+    from tcvae.data import celeba, dsprites, faces
 
     p = load_params(params)
     for name in _select(p, dataset):
@@ -32,5 +34,8 @@ def command(params: Path = typer.Option(Path("params.yaml"), "--params", help="p
         md5 = record.get("md5", "")
         if spec.kind == "dsprites":
             dsprites.preprocess(processed_path(name), spec.step, file, spec.source, md5)
+        elif spec.kind == "celeba":
+            extra = [Path(record[k]) if k in record else None for k in ("attributes", "partition")]
+            celeba.preprocess(processed_path(name), file, *extra, spec.limit, spec.source, md5)
         else:
             faces.preprocess(processed_path(name), file, spec.source, md5)

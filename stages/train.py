@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import typer
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
+from stages.options import BetaOption, DatasetOption, MethodOption, ParamsOption, SeedOption
 from stages.strict import Strict
 
 Arch = Literal["mlp", "conv"]
@@ -33,22 +33,27 @@ class TrainParams(Strict):
     lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
     latents: Annotated[int, Field(ge=1, le=512)] = 10
     mlp_width: Annotated[int, Field(ge=8, le=8192)] = 1200   # the MLP's hidden units (paper: 1200)
-    arch: dict[str, Arch] = {"dsprites": "mlp", "faces": "conv"}   # by data set name, else by kind
+    arch: dict[str, Arch] = {"dsprites": "mlp", "faces": "conv", "celeba": "conv"}   # by data set name, else kind
     estimator: Literal["mss", "mws"] = "mss"
     alpha: NonNegativeFloat = 1.0               # β-TCVAE's weight on the index-code MI
     gamma: NonNegativeFloat = 1.0               # β-TCVAE's weight on the dimension-wise KL
     anneal: Anneal = Anneal()
     discriminator: DiscriminatorParams = DiscriminatorParams()
     log_every: PositiveInt = 50                 # history.csv row (and MI/TC for every method) every k steps
-    checkpoint_minutes: PositiveFloat = 2.0
-    checkpoint_every_steps: PositiveInt | None = None   # also checkpoint every k steps (tests, debugging)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
     def _one_length(self):
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of `steps` and `epochs`")
         return self
+
+
+class ComputeParams(Strict):
+    """How runs are computed, not what they compute: no stage depends on it, so changing it never
+    invalidates a trained or cached run."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"     # auto: CUDA when available, else CPU
+    checkpoint_minutes: PositiveFloat = 2.0
+    checkpoint_every_steps: PositiveInt | None = None   # also checkpoint every k steps (tests, debugging)
 
 
 class SweepParams(Strict):
@@ -59,30 +64,18 @@ class SweepParams(Strict):
     seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
 
-def command(params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
-            dataset: str = typer.Option(..., help="data set name (a key of `data`)"),
-            method: str = typer.Option(..., help="betavae | tcvae | factorvae"),
-            beta: str = typer.Option(..., help="the method's weight: β (β-VAE, β-TCVAE) or γ (FactorVAE)"),
-            seed: int = typer.Option(0, min=0)) -> None:
+def command(dataset: DatasetOption, method: MethodOption, beta: BetaOption, seed: SeedOption = 0,
+            params: ParamsOption = Path("params.yaml")) -> None:
     """Train one model; resumes from data/runs/…/checkpoint.pt after an interruption."""
-    from stages.params import load_params, processed_path, run_coordinates, run_dir
+    from stages.params import need, open_run, processed_path
     from tcvae import data
     from tcvae.train import fit
 
-    p = load_params(params)
-    value = run_coordinates(p, dataset, method, beta)
-    source = processed_path(dataset)
-    ds = data.load(need(source, "preprocess", dataset))
-    kind = p.data[dataset].kind
-    arch = p.train.arch.get(dataset, p.train.arch.get(kind))
-    record = {"dataset": dataset, "method": method, "beta": value, "seed": seed, "data": p.data[dataset].model_dump(mode="json"),
-              "train": p.train.model_dump(mode="json", exclude={"log_every", "checkpoint_minutes", "checkpoint_every_steps", "device"})}
-    fit(ds, p.train, method=method, beta=value, seed=seed, arch=arch, out=run_dir(dataset, method, beta, seed), record=record)
-
-
-def need(path: Path, stage: str, dataset: str) -> Path:
-    """`path` if it exists, else a UserError saying which stage makes it."""
-    from tcvae.errors import UserError
-    if not path.is_file():
-        raise UserError(f"{path} is missing: run `dvc repro {stage}` (or `tcvae stage {stage} --dataset {dataset}`)")
-    return path
+    run = open_run(params, dataset, method, beta, seed)
+    p, c = run.params, run.params.compute
+    ds = data.load(need(processed_path(dataset), "preprocess", dataset))
+    arch = p.train.arch.get(dataset, p.train.arch.get(p.data[dataset].kind))
+    record = {"dataset": dataset, "method": method, "beta": run.beta, "seed": seed,
+              "data": p.data[dataset].model_dump(mode="json"), "train": p.train.model_dump(mode="json")}
+    fit(ds, p.train, method=method, beta=run.beta, seed=seed, arch=arch, out=run.dir, record=record,
+        device=c.device, checkpoint_minutes=c.checkpoint_minutes, checkpoint_every_steps=c.checkpoint_every_steps)

@@ -60,7 +60,36 @@ def data(batch: int = 2048, seconds: float = 3.0) -> None:
                   f"RAM {packed.nbytes / 2**20:.0f} MiB")
     table.add_row("baseline: index a float32 copy of the set", f"{base:,.0f} img/s",
                   f"ratio {rate / base:.2f}×; the copy would take {737280 * 4096 * 4 / 2**30:.1f} GiB")
+    n_jpeg, t_jpeg = _celeba_decode()
+    table.add_row(f"CelebA preprocess: {n_jpeg:,} synthetic 178×218 JPEGs → 64×64", f"{n_jpeg / t_jpeg:,.0f} img/s",
+                  f"202,599 images ≈ {202599 / (n_jpeg / t_jpeg) / 60:.1f} min")
     console.print(table)
+
+
+def _celeba_decode(n: int = 2000) -> tuple[int, float]:
+    """Decode n CelebA-sized JPEGs (smooth shapes plus noise, quality 90) with the preprocess's worker pool."""
+    import io
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from tcvae.data import celeba
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:218, 0:178]
+    with tempfile.TemporaryDirectory() as folder:
+        for i in range(1, n + 1):
+            base = 128 + 80 * np.sin(x[..., None] / (10 + i % 7) + np.arange(3)) * np.cos(y[..., None] / 13)
+            img = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, "JPEG", quality=90)
+            (Path(folder) / f"{i:06d}.jpg").write_bytes(buf.getvalue())
+        names = celeba.image_names(Path(folder))
+        start = time.perf_counter()
+        for _ in celeba.images(Path(folder), names):
+            pass
+        return n, time.perf_counter() - start
 
 
 def _interleaved(fns, reps: int) -> list[float]:
@@ -177,3 +206,32 @@ def mig(n_samples: int = 10_000, subset: int = 46_080, device: str = "cpu") -> N
     table.add_row(f"MIG, subset N = {subset:,}: windowed exp-space", f"{fast:.1f} s", f"{brute / fast:.1f}× faster")
     table.add_row(f"MIG, subset N = {subset:,}: straightforward chunked", f"{brute:.1f} s", "baseline (brute=True)")
     console.print(table)
+
+
+def step_seconds(method: str, arch: str, latents: int, width: int, channels: int, batch: int, device: str = "auto",
+                 steps: int = 3) -> float:
+    """Median seconds of one training step of `method` on random images of this shape, after a warm-up:
+    what `tcvae sweep plan` multiplies by each run's steps."""
+    import types
+
+    import torch
+
+    from tcvae.models import VAE, Discriminator
+    from tcvae.train import _step, pick_device
+
+    dev = pick_device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    model = VAE(arch, latents, channels, width).to(dev)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    disc = Discriminator(latents).to(dev) if method == "factorvae" else None
+    disc_opt = torch.optim.Adam(disc.parameters(), 1e-4) if disc else None
+    cfg = types.SimpleNamespace(estimator="mss", alpha=1.0, gamma=1.0,
+                                anneal=types.SimpleNamespace(beta_warmup_steps=0, dimwise_kl_steps=0))
+    x = (torch.rand(batch, channels, 64, 64) < 0.1).float().to(dev)
+    noise = torch.Generator(dev).manual_seed(0)
+
+    def step():
+        _step(model, opt, disc, disc_opt, x, 10 * batch, cfg, method, 4.0, 10, noise, log=False)
+        sync()
+    step()
+    return _interleaved([step], steps)[0]

@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from stages import aggregate, download, evaluate, plot, preprocess, train
+from stages import aggregate, download, evaluate, plan, plot, preprocess, train
 
 app = typer.Typer(help="β-TCVAE, reproduced: data → train → evaluate → figures.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -16,7 +16,9 @@ stage = typer.Typer(help="Pipeline stages (run by `dvc repro`; each takes --para
 bench = typer.Typer(help="Speed benchmarks: ratios against a straightforward baseline, same process.",
                     no_args_is_help=True)
 app.add_typer(stage, name="stage")
+sweep = typer.Typer(help="The run matrix of `sweep:` in params.", no_args_is_help=True)
 app.add_typer(bench, name="bench")
+app.add_typer(sweep, name="sweep")
 
 stage.command("download")(download.command)
 stage.command("preprocess")(preprocess.command)
@@ -24,6 +26,7 @@ stage.command("train")(train.command)
 stage.command("evaluate")(evaluate.command)
 stage.command("aggregate")(aggregate.command)
 stage.command("plot")(plot.command)
+sweep.command("plan")(plan.command)
 
 
 @bench.command("data")

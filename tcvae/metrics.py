@@ -9,7 +9,7 @@ standard deviations can matter; sorting components by mean makes those a contigu
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch

@@ -32,7 +32,8 @@ def save(fig: plt.Figure, path: Path) -> None:
 def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
     """One panel per data set: every run as a point, each method's median per β as a line (paper Fig. 4)."""
     datasets = sorted({r["dataset"] for r in rows if r["mig"] is not None})
-    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 4), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 4), squeeze=False,
+                             layout="constrained")
     for ax, dataset in zip(axes[0], datasets):
         runs = [r for r in rows if r["dataset"] == dataset and r["mig"] is not None]
         for method in sorted({r["method"] for r in runs}, key=list(COLORS).index):
@@ -42,6 +43,8 @@ def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
             ax.plot(betas, [np.median([r["mig"] for r in mine if r["beta"] == b]) for b in betas],
                     color=COLORS[method], marker="o", label=f"{LABELS[method]} (median)")
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({r["beta"] for r in runs}), [f"{b:g}" for b in sorted({r["beta"] for r in runs})])
+        ax.minorticks_off()
         ax.set(title=dataset, xlabel="β (FactorVAE: γ), log scale", ylabel="MIG (0–1, higher is more disentangled)")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
@@ -54,7 +57,8 @@ def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
     """Per data set: each method × β as its mean TC (log x) against mean MIG, marker size growing with β,
     Pearson ρ over runs per method in the legend (paper Fig. 6)."""
     datasets = sorted({r["dataset"] for r in rows if r["mig"] is not None})
-    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 4), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 4), squeeze=False,
+                             layout="constrained")
     for ax, dataset in zip(axes[0], datasets):
         runs = [r for r in rows if r["dataset"] == dataset and r["mig"] is not None]
         all_betas = sorted({r["beta"] for r in runs})
@@ -69,7 +73,8 @@ def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
             ax.scatter(x, y, s=sizes, color=COLORS[method], alpha=0.8, edgecolor="black", linewidth=0.5,
                        label=f"{LABELS[method]}  ρ = {rho:.2f}")
         ax.set_xscale("log")
-        ax.set(title=dataset, xlabel="total correlation of q(z) (nats, log scale)", ylabel="MIG")
+        ax.set(title=dataset, xlabel="total correlation of q(z) (nats, log scale; ≤ 0.001 drawn at 0.001)",
+               ylabel="MIG")
         ax.grid(alpha=0.3)
         ax.legend(title="Pearson ρ(log TC, MIG) over runs")
     fig.suptitle("Lower total correlation goes with higher MIG; larger markers are larger β")
@@ -78,14 +83,16 @@ def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
 
 @torch.no_grad()
 def traversals(model, image: torch.Tensor, kl_per_latent: Sequence[float], path: Path, title: str, k: float = 3.0,
-               steps: int = 9, unused_below: float = 0.01, labels: Sequence[str] | None = None) -> None:
+               steps: int = 9, unused_below: float = 0.1, labels: Sequence[str] | None = None,
+               rows: Sequence[int] | None = None) -> None:
     """One row per latent, ordered by KL (largest first): z_j swept from −k to +k around the posterior mean
     of `image` (C, H, W), the others held at their means; rows of unused latents (KL < `unused_below`
-    nats) are marked. `labels` optionally names each row (e.g. the attribute a latent tracks)."""
+    nats) are marked. `labels` optionally names each latent; `rows` restricts the figure to some latents."""
     mu, _ = model.encode(image[None])
-    order = np.argsort(kl_per_latent)[::-1]
+    order = [j for j in np.argsort(kl_per_latent)[::-1] if rows is None or j in set(rows)]
     offsets = torch.linspace(-k, k, steps)
-    fig, axes = plt.subplots(len(order), steps, figsize=(steps * 0.9, len(order) * 0.95), squeeze=False)
+    fig, axes = plt.subplots(len(order), steps, figsize=(steps * 0.9, len(order) * 0.95 + 0.8), squeeze=False,
+                             layout="constrained")
     for row, j in enumerate(order):
         z = mu.repeat(steps, 1)
         z[:, j] += offsets
@@ -105,6 +112,30 @@ def traversals(model, image: torch.Tensor, kl_per_latent: Sequence[float], path:
     save(fig, path)
 
 
+def traversals_by_attribute(model, image: torch.Tensor, kl_per_latent: Sequence[float], mu: np.ndarray,
+                            attributes: np.ndarray, attribute_names: Sequence[str], path: Path, title: str,
+                            k: float = 6.0, steps: int = 9, top: int = 15) -> None:
+    """Traversals (±k) of the `top` latents with the largest KL, each row named after the attribute its
+    posterior mean correlates with most (Pearson r over mu (N, D) and attributes (N, A) of ±1), as the
+    paper named CelebA's dimensions by hand. The labels are also written to `path`.txt."""
+    keep = np.argsort(kl_per_latent)[::-1][:top]
+    a = (attributes - attributes.mean(0)) / np.maximum(attributes.std(0), 1e-8)
+    m = (mu - mu.mean(0)) / np.maximum(mu.std(0), 1e-8)
+    corr = m.T @ a / len(mu)                                                     # (D, A)
+    labels, lines = [], []
+    for j in range(len(kl_per_latent)):
+        best = int(np.argmax(np.abs(corr[j])))
+        labels.append(f"z{j} {attribute_names[best]} ({corr[j, best]:+.2f})")
+        if j in keep:
+            lines.append(f"z{j}\t{attribute_names[best]}\t{corr[j, best]:+.3f}\t{kl_per_latent[j]:.3f}")
+    kl_top = np.full(len(kl_per_latent), -1.0)
+    kl_top[keep] = np.asarray(kl_per_latent)[keep]
+    traversals(model, image, kl_top, path, title + f" — top {len(keep)} latents by KL, named by attribute",
+               k, steps, unused_below=-np.inf, labels=labels, rows=keep)
+    with atomic_path(path.with_suffix(".txt")) as tmp:
+        tmp.write_text("\n".join(sorted(lines, key=lambda l: -float(l.split("\t")[3]))) + "\n")
+
+
 def _hwc(img: torch.Tensor) -> np.ndarray:
     img = img.numpy()
     return img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
@@ -115,7 +146,7 @@ def reconstructions(model, images: torch.Tensor, path: Path, title: str) -> None
     """Originals (top row) over their reconstructions (sigmoid of the decoded posterior mean)."""
     mu, _ = model.encode(images)
     recon = torch.sigmoid(model.decode(mu)).cpu()
-    fig, axes = plt.subplots(2, len(images), figsize=(len(images) * 0.9, 2.1), squeeze=False)
+    fig, axes = plt.subplots(2, len(images), figsize=(len(images) * 0.9, 2.3), squeeze=False, layout="constrained")
     for col in range(len(images)):
         for row, img in enumerate((images[col].cpu(), recon[col])):
             axes[row, col].imshow(_hwc(img), cmap="gray", vmin=0, vmax=1)
@@ -127,7 +158,7 @@ def reconstructions(model, images: torch.Tensor, path: Path, title: str) -> None
 
 
 def latents_vs_factors(mu: np.ndarray, factors: np.ndarray, factor_names: Sequence[str], factor_values: np.ndarray,
-                       kl_per_latent: Sequence[float], path: Path, title: str, unused_below: float = 0.01) -> None:
+                       kl_per_latent: Sequence[float], path: Path, title: str, unused_below: float = 0.1) -> None:
     """Each active latent's posterior mean against the true factors, averaged over the others (the original
     code's plot). dSprites: a posX × posY heat map and curves over scale and orientation, one per shape.
     Other data sets: one curve per factor. Rows are latents ordered by KL."""
@@ -136,7 +167,8 @@ def latents_vs_factors(mu: np.ndarray, factors: np.ndarray, factor_names: Sequen
     dsprites = {"shape", "posX", "posY"} <= set(names)
     curves = ["scale", "orientation"] if dsprites else [n for n in names if n != "identity"]
     ncols = len(curves) + (1 if dsprites else 0)
-    fig, axes = plt.subplots(len(active), ncols, figsize=(3.2 * ncols, 2.4 * len(active)), squeeze=False)
+    fig, axes = plt.subplots(len(active), ncols, figsize=(3.4 * ncols, 2.4 * len(active) + 0.6), squeeze=False,
+                             layout="constrained")
     for row, j in enumerate(active):
         col = 0
         if dsprites:
@@ -145,7 +177,7 @@ def latents_vs_factors(mu: np.ndarray, factors: np.ndarray, factor_names: Sequen
             np.add.at(heat, (py, px), mu[:, j])
             heat /= np.maximum(np.bincount(py * (px.max() + 1) + px, minlength=heat.size).reshape(heat.shape), 1)
             im = axes[row, 0].imshow(heat, cmap="cividis", origin="upper")
-            fig.colorbar(im, ax=axes[row, 0], fraction=0.046)
+            fig.colorbar(im, ax=axes[row, 0], label=f"mean z{j}")
             axes[row, 0].set(xlabel="posX (class)", ylabel=f"z{j} (KL {kl_per_latent[j]:.2f})\nposY (class)")
             col = 1
         groups = [(None, np.ones(len(mu), bool))]

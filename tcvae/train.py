@@ -56,13 +56,17 @@ def total_steps(cfg: Any, n: int) -> int:
 
 
 def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: str, out: Path,
-        record: dict[str, Any]) -> dict[str, float]:
-    """Train and write out/model.pt, out/history.csv and out/checkpoint.pt; return the last history row.
+        record: dict[str, Any], device: str = "auto", checkpoint_minutes: float = 2.0,
+        checkpoint_every_steps: int | None = None) -> dict[str, float]:
+    """Train and write out/model.pt and out/history.csv; return the last history row. While it runs,
+    out/checkpoint.pt holds the latest state (deleted at the end; not a DVC output, since DVC keeps
+    stages with persistent outputs out of its run-cache).
 
     cfg: the validated `train` params (stages.train.TrainParams). record: JSON-able facts stored in
     model.pt beside the weights (the params that made it); a checkpoint made under a different record
-    is ignored, not resumed."""
-    device = pick_device(cfg.device)
+    is ignored, not resumed. Checkpoints are written every `checkpoint_minutes` (and every
+    `checkpoint_every_steps`, if given) and on Ctrl-C."""
+    device = pick_device(device)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     n, b = len(data), cfg.batch_size
@@ -116,19 +120,19 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
                     advance(1, elbo=row["elbo"], mi=row["mi"], tc=row["tc"], dimwise_kl=row["dimwise_kl"])
                 else:
                     advance(1)
-                every = cfg.checkpoint_every_steps
-                if interrupted or (every and done % every == 0) or time.monotonic() - last_save > 60 * cfg.checkpoint_minutes:
+                every = checkpoint_every_steps
+                if interrupted or (every and done % every == 0) or time.monotonic() - last_save > 60 * checkpoint_minutes:
                     save_checkpoint(done)
                     last_save = time.monotonic()
                     if interrupted:
                         raise KeyboardInterrupt
     finally:
         signal.signal(signal.SIGINT, previous_handler)
-    save_checkpoint(steps)
     with atomic_path(out / "model.pt") as tmp:
         torch.save({"state_dict": model.state_dict(), "arch": arch, "latents": cfg.latents,
                     "channels": data.image_shape[0], "width": cfg.mlp_width, **record}, tmp)
     write_history(out / "history.csv", history)
+    ckpt_path.unlink(missing_ok=True)   # the run is complete: model.pt is the result, the checkpoint only a means
     return history[-1]
 
 

@@ -24,12 +24,14 @@ TINY_DSPRITES = {"kind": "dsprites", "source": "procedural",
                  "step": {"scale": 5, "orientation": 20, "posX": 8, "posY": 8}}  # 3 × 2 × 2 × 4 × 4 = 192 images
 TINY_TRAIN = {"steps": 6, "batch_size": 16, "log_every": 2, "latents": 4, "mlp_width": 64}
 TINY_SWEEP = {"datasets": ["tiny"], "methods": ["betavae"], "betas": [1], "seeds": [0]}
+TINY_EVAL = {"n_samples": 150, "batch_size": 64}
 
 
 def tiny_params(**sections) -> dict:
     """A complete params tree on the 192-image dSprites grid; keyword sections replace or add (a new
     `data` section alone also points the sweep at its data sets)."""
-    params = {"data": {"tiny": TINY_DSPRITES}, "train": TINY_TRAIN, "sweep": TINY_SWEEP} | sections
+    params = {"data": {"tiny": TINY_DSPRITES}, "train": TINY_TRAIN, "sweep": TINY_SWEEP,
+              "evaluate": TINY_EVAL, "plot": {}} | sections       # DVC needs every section a stage depends on
     if "data" in sections and "sweep" not in sections:
         params["sweep"] = {**TINY_SWEEP, "datasets": list(sections["data"])}
     return params
@@ -47,9 +49,6 @@ def project(tmp_path: Path):
     return tmp_path, write_params
 
 
-TINY_EVAL = {"n_samples": 150, "batch_size": 64}
-
-
 @pytest.fixture
 def trained(project, monkeypatch):
     """The tiny data set with one β-VAE and one β-TCVAE run trained (stages called in-process)."""
@@ -61,5 +60,5 @@ def trained(project, monkeypatch):
     download.command(folder / "params.yaml", None)
     preprocess.command(folder / "params.yaml", None)
     for method in ("betavae", "tcvae"):
-        train.command(folder / "params.yaml", "tiny", method, "2", 0)
+        train.command("tiny", method, "2", 0, params=folder / "params.yaml")
     return folder, write_params

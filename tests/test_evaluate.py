@@ -23,7 +23,7 @@ def test_evaluate_writes_every_number_with_its_variant(trained):
     d = ev["decomposition"]
     assert d["mutual_info"] + d["total_correlation"] + d["dimwise_kl"] == pytest.approx(ev["kl"], abs=0.3)
     assert ev["elbo"] == pytest.approx(ev["log_px"] - ev["kl"]) and ev["elbo"] < 0
-    again = tcvae("stage", "evaluate", "--dataset", "tiny", "--method", "tcvae", "--beta", "2", cwd=folder, check=True)
+    tcvae("stage", "evaluate", "--dataset", "tiny", "--method", "tcvae", "--beta", "2", cwd=folder, check=True)
     assert json.loads((folder / "data/runs/tiny/tcvae/beta2/seed0/eval.json").read_text()) == ev   # deterministic
 
 

@@ -73,7 +73,7 @@ def wait_for_checkpoint(folder, proc):
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_run_resumes_to_the_same_weights(prepared, how):
     folder, write_params = prepared
-    write_params(tiny_params(train={**tiny_params()["train"], "steps": 300, "checkpoint_every_steps": 10}))
+    write_params(tiny_params(train={**tiny_params()["train"], "steps": 300}, compute={"checkpoint_every_steps": 10}))
     tcvae("stage", "train", *RUN, cwd=folder, check=True)
     uninterrupted = weights(folder / RUN_DIR / "model.pt")
     for f in (folder / RUN_DIR).iterdir():
@@ -99,7 +99,6 @@ def test_nan_stops_with_step_and_term_and_keeps_the_checkpoint(prepared, monkeyp
     from tcvae import data
 
     p = load_params(folder / "params.yaml")
-    cfg = p.train.model_copy(update={"checkpoint_every_steps": 1})
     calls = []
     real = objectives.log_bernoulli
 
@@ -111,8 +110,8 @@ def test_nan_stops_with_step_and_term_and_keeps_the_checkpoint(prepared, monkeyp
     monkeypatch.setattr(objectives, "log_bernoulli", poisoned)
     out = folder / "run"
     with pytest.raises(train.Diverged, match="step 4: loss = nan") as err:
-        train.fit(data.load(folder / "data/processed/tiny.h5"), cfg, method="tcvae", beta=1.0, seed=0, arch="mlp",
-                  out=out, record={})
+        train.fit(data.load(folder / "data/processed/tiny.h5"), p.train, method="tcvae", beta=1.0, seed=0, arch="mlp",
+                  out=out, record={}, checkpoint_every_steps=1)
     assert isinstance(err.value, UserError)
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
     assert not (out / "model.pt").exists()

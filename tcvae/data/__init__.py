@@ -34,6 +34,8 @@ class Dataset:
     factor_sizes: tuple[int, ...]
     metric_factors: tuple[str, ...]
     source: str
+    attributes: np.ndarray | None = None      # int8 (N, A) of ±1 (CelebA), None elsewhere
+    attribute_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.stored)
@@ -62,10 +64,11 @@ class Dataset:
 def write(path: str | Path, blocks: Iterable[tuple[int, np.ndarray]], *, n: int, image_shape: Sequence[int],
           factors: np.ndarray | None, factor_values: np.ndarray | None, factor_names: Sequence[str],
           factor_sizes: Sequence[int], metric_factors: Sequence[str], source: str, source_md5: str = "",
-          packed: bool = False, attrs: dict | None = None) -> None:
+          packed: bool = False, attrs: dict | None = None, extra: dict[str, np.ndarray] | None = None) -> None:
     """Write a processed data set atomically, streaming image blocks (start, uint8 (b, C, H, W) or (b, H, W)).
 
-    With `packed`, images must be 0/1 and are stored 8 pixels to a byte."""
+    With `packed`, images must be 0/1 and are stored 8 pixels to a byte. `extra` arrays (e.g. CelebA's
+    attributes) are stored as datasets of their own."""
     size = int(np.prod(image_shape))
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f, progress(n, f"write {Path(path).name}", "img") as advance:
         if packed:
@@ -81,6 +84,8 @@ def write(path: str | Path, blocks: Iterable[tuple[int, np.ndarray]], *, n: int,
             advance(len(block))
         if written != n:
             raise RuntimeError(f"wrote {written} images, expected {n}")
+        for name, array in (extra or {}).items():
+            f[name] = array
         if factors is not None:
             f["factors"] = factors.astype(np.int64)
             f["factor_values"] = factor_values.astype(np.float64)
@@ -101,7 +106,9 @@ def load(path: str | Path) -> Dataset:
             factors=f["factors"][()] if has_factors else None,
             factor_values=f["factor_values"][()] if has_factors else None,
             factor_names=tuple(str(s) for s in a["factor_names"]), factor_sizes=tuple(int(s) for s in a["factor_sizes"]),
-            metric_factors=tuple(str(s) for s in a["metric_factors"]), source=str(a["source"]))
+            metric_factors=tuple(str(s) for s in a["metric_factors"]), source=str(a["source"]),
+            attributes=f["attributes"][()] if "attributes" in f else None,
+            attribute_names=tuple(str(s) for s in a.get("attribute_names", ())))
 
 
 def grid(sizes: Sequence[int]) -> np.ndarray:

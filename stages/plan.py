@@ -1,0 +1,76 @@
+"""`tcvae sweep plan`: the runs the params imply, which are done or cached, and what the rest will cost."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+
+from stages.options import ParamsOption
+
+
+def command(params: ParamsOption = Path("params.yaml")) -> None:
+    """List the sweep's training runs: done (outputs match), cached (DVC's run-cache restores them without
+    training) or to train, with the time estimated from a few measured steps on this device."""
+    import h5py
+    import numpy as np
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+    from rich.console import Console
+    from rich.table import Table
+
+    from stages.params import load_params, processed_path
+    from tcvae.bench import step_seconds
+    from tcvae.train import pick_device, total_steps
+
+    p = load_params(params)
+    t, s = p.train, p.sweep
+    with Repo() as repo:
+        stages = {st.name: st for st in repo.index.stages}
+        status = {}
+        for name, st in stages.items():
+            if not name.startswith("train@"):
+                continue
+            if not st.changed():
+                status[name] = "done"
+                continue
+            try:
+                repo.stage_cache.restore(st, dry=True)
+                status[name] = "cached"
+            except DvcException:
+                status[name] = "to train"
+    per_step, sizes = {}, {}
+    for dataset in s.datasets:
+        spec = p.data[dataset]
+        path = processed_path(dataset)
+        if path.is_file():
+            with h5py.File(path) as f:
+                sizes[dataset] = (len(f["images"]), int(f.attrs["image_shape"][0]))
+        elif spec.kind == "dsprites":
+            sizes[dataset] = (int(np.prod([-(-n // spec.step.get(k, 1)) for k, n in
+                                           zip(("shape", "scale", "orientation", "posX", "posY"), (3, 6, 40, 32, 32))])), 1)
+        else:
+            sizes[dataset] = (50 * 21 * 11 * 11, 1)
+        arch = t.arch.get(dataset, t.arch.get(spec.kind))
+        for method in s.methods:
+            per_step[dataset, method] = step_seconds(method, arch, t.latents, t.mlp_width, sizes[dataset][1],
+                                                     t.batch_size, t.device)
+    table = Table(title=f"sweep plan — {pick_device(t.device).type}, batch {t.batch_size}")
+    for c in ("run", "status", "steps", "estimated"):
+        table.add_column(c)
+    todo = 0.0
+    for dataset, method, beta, seed in itertools.product(s.datasets, s.methods, s.betas, s.seeds):
+        name = f"train@{dataset}-{method}-{beta}-{seed}"
+        steps = total_steps(t, sizes[dataset][0])
+        cost = steps * per_step[dataset, method]
+        state = status.get(name, "not in dvc.yaml")
+        todo += cost if state == "to train" else 0
+        table.add_row(f"{dataset} {method} β={beta} seed {seed}", state, f"{steps:,}", _duration(cost))
+    Console().print(table)
+    counts = {k: list(status.values()).count(k) for k in ("done", "cached", "to train")}
+    Console().print(f"{counts['done']} done, {counts['cached']} restorable from the run-cache, {counts['to train']} to train: "
+                    f"about {_duration(todo)} of training on this device (evaluation not included)")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds > 5400 else f"{seconds / 60:.1f} min" if seconds > 90 else f"{seconds:.0f} s"

@@ -1,0 +1,88 @@
+"""Beyond one machine, end to end in real git + DVC repositories: a worker pushes training outputs and the
+run-cache to a shared remote, another clone rebuilds every figure without training; a DVC queue with two
+workers runs two slices of a sweep in parallel."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT, TINY_EVAL, tiny_params
+
+DVC = [sys.executable, "-m", "dvc"]
+
+
+def run(*args, cwd, timeout=600):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{args}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def make_repo(path: Path, params: dict) -> Path:
+    """A git + DVC repository holding this project's pipeline (dvc.yaml, the code it depends on) and `params`."""
+    path.mkdir()
+    for item in ("dvc.yaml", "tcvae", ".gitignore", ".dvcignore"):
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, path / item,
+                                                                        **({"ignore": shutil.ignore_patterns("__pycache__")} if (ROOT / item).is_dir() else {}))
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run("git", "init", "-q", "-b", "main", cwd=path)
+    run("git", "config", "user.email", "t@t", cwd=path), run("git", "config", "user.name", "t", cwd=path)
+    run(*DVC, "init", "-q", cwd=path)
+    run(*DVC, "config", "core.analytics", "false", cwd=path)
+    return path
+
+
+TWO_RUNS = tiny_params(sweep={"datasets": ["tiny"], "methods": ["betavae", "tcvae"], "betas": [2], "seeds": [0]},
+                       evaluate=TINY_EVAL)
+
+
+def test_second_clone_rebuilds_figures_from_the_remote_without_training(tmp_path):
+    origin = make_repo(tmp_path / "origin", TWO_RUNS)
+    run(*DVC, "remote", "add", "-d", "shared", tmp_path / "remote", cwd=origin)
+    run("git", "add", "-A", cwd=origin), run("git", "commit", "-qm", "pipeline", cwd=origin)
+
+    worker = tmp_path / "worker"
+    run("git", "clone", "-q", origin, worker, cwd=tmp_path)
+    run("git", "config", "user.email", "w@w", cwd=worker), run("git", "config", "user.name", "w", cwd=worker)
+    out = run(*DVC, "repro", "evaluate", cwd=worker)                   # the worker's slice: train + evaluate
+    assert "Running stage 'train@tiny-tcvae-2-0'" in out
+    run(*DVC, "push", "--run-cache", cwd=worker)
+
+    reader = tmp_path / "reader"
+    run("git", "clone", "-q", origin, reader, cwd=tmp_path)              # knows nothing but git and the remote
+    out = run(*DVC, "repro", "--pull", cwd=reader)                    # fetches run-cache entries as it goes
+    assert "Running stage 'train@" not in out and "Running stage 'evaluate@" not in out
+    assert "Running stage 'plot'" in out
+    figures = reader / "data/figures"
+    for name in ("mig_vs_beta.png", "tc_vs_mig.pdf", "runs/tiny/tcvae/beta2/seed0/traversals.png",
+                 "runs/tiny/betavae/beta2/seed0/latents_vs_factors.png"):
+        assert (figures / name).stat().st_size > 5000, name
+    worker_eval = json.loads((worker / "data/runs/tiny/tcvae/beta2/seed0/eval.json").read_text())
+    assert json.loads((reader / "data/runs/tiny/tcvae/beta2/seed0/eval.json").read_text()) == worker_eval
+
+
+def test_queue_with_two_workers_runs_sweep_slices_in_parallel(tmp_path):
+    repo = make_repo(tmp_path / "repo", TWO_RUNS)
+    run("git", "add", "-A", cwd=repo), run("git", "commit", "-qm", "pipeline", cwd=repo)
+    for method in ("betavae", "tcvae"):
+        run(*DVC, "exp", "run", "--queue", "-n", f"only-{method}", "-S", f"sweep.methods=[{method}]", cwd=repo)
+    run(*DVC, "queue", "start", "-j", "2", cwd=repo)
+    run(*DVC, "queue", "status", cwd=repo)
+    import time
+    deadline = time.monotonic() + 500
+    while True:
+        status = run(*DVC, "queue", "status", cwd=repo)
+        if "Running" not in status and "Queued" not in status:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+    shown = json.loads(run(*DVC, "exp", "show", "--json", cwd=repo))
+    names = {e["name"] for rev in shown for e in (rev.get("experiments") or []) for e in [e.get("revs", [{}])[0]]}
+    assert {"only-betavae", "only-tcvae"} <= names, names
