@@ -25,19 +25,19 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
 
     p = load_params(params)
     t, s = p.train, p.sweep
-    with Repo() as repo:
+    with Repo() as repo, repo.lock:    # stage status reads what DVC writes: hold its lock
         stages = {st.name: st for st in repo.index.stages}
         status = {}
         for name, st in stages.items():
             if not name.startswith("train@"):
                 continue
-            if not st.changed():
-                status[name] = "done"
-                continue
             try:
+                if not st.changed():
+                    status[name] = "done"
+                    continue
                 repo.stage_cache.restore(st, dry=True)
                 status[name] = "cached"
-            except DvcException:
+            except (DvcException, OSError):     # not in the run-cache, or its inputs are not built yet
                 status[name] = "to train"
     per_step, sizes = {}, {}
     for dataset in s.datasets:
@@ -54,20 +54,23 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
         arch = t.arch.get(dataset, t.arch.get(spec.kind))
         for method in s.methods:
             per_step[dataset, method] = step_seconds(method, arch, t.latents, t.mlp_width, sizes[dataset][1],
-                                                     t.batch_size, t.device)
-    table = Table(title=f"sweep plan — {pick_device(t.device).type}, batch {t.batch_size}")
+                                                     t.batch_size, p.compute.device)
+    table = Table(title=f"sweep plan — {pick_device(p.compute.device).type}, batch {t.batch_size}")
     for c in ("run", "status", "steps", "estimated"):
         table.add_column(c)
+    own = params.resolve() == Path("params.yaml").resolve()   # DVC's stages follow params.yaml alone
+    counts = {"done": 0, "cached": 0, "to train": 0}
     todo = 0.0
     for dataset, method, beta, seed in itertools.product(s.datasets, s.methods, s.betas, s.seeds):
-        name = f"train@{dataset}-{method}-{beta}-{seed}"
         steps = total_steps(t, sizes[dataset][0])
         cost = steps * per_step[dataset, method]
-        state = status.get(name, "not in dvc.yaml")
+        state = status.get(f"train@{dataset}-{method}-{beta}-{seed}", "to train") if own else "to train"
+        counts[state] += 1
         todo += cost if state == "to train" else 0
         table.add_row(f"{dataset} {method} β={beta} seed {seed}", state, f"{steps:,}", _duration(cost))
     Console().print(table)
-    counts = {k: list(status.values()).count(k) for k in ("done", "cached", "to train")}
+    if not own:
+        Console().print(f"(statuses follow params.yaml, which DVC reads; with {params} every run counts as to train)")
     Console().print(f"{counts['done']} done, {counts['cached']} restorable from the run-cache, {counts['to train']} to train: "
                     f"about {_duration(todo)} of training on this device (evaluation not included)")
 

@@ -48,7 +48,7 @@ def weight_matrix(batch: int, dataset_size: int, estimator: Estimator) -> torch.
     return w
 
 
-ROWS = 256   # rows of a (ROWS, B) slice processed together: 2 MiB at B = 2048, so it stays in cache
+ROWS = 512   # rows of a (ROWS, B) slice processed together: 4 MiB at B = 2048, so it stays in cache
 
 
 class _LogMixtures(torch.autograd.Function):
@@ -56,36 +56,35 @@ class _LogMixtures(torch.autograd.Function):
 
     Per dimension d, with s_j = sqrt(exp(−logvar_jd)/2) and t_ij = (z_id − mu_jd)·s_j, the density is
     q(z_id | n_j) = exp(a_j)·exp(−t_ij²), a_j = −(log 2π + logvar_jd)/2. Rows are summed in that
-    exp-space by BLAS (a column shift keeps exp(a_j − max a) ≤ 1; the own term keeps sums away from 0),
-    with the two special weights of each row added exactly. Backward forms the slices again, so autograd
-    holds the (B, B) joint softmax but never a (B, B, D) tensor."""
+    exp-space by BLAS (a column shift keeps exp(a_j − max a) ≤ 1; the own term keeps sums away from 0)
+    with weight `rest`; the two entries of each row with other weights (own, next) are zeroed there and
+    added exactly, computed for all rows at once. Backward forms the slices again, so autograd holds the
+    (B, B) joint softmax but never a (B, B, D) tensor."""
 
     @staticmethod
     def forward(ctx, z, mu, logvar, weights):
         own, nxt, rest = weights
         b, dims = z.shape
-        s, a = _scales(logvar)
-        shift = a.max(0).values                                                   # (D,)
-        c = torch.exp(a - shift)                                                  # column factors ≤ 1
+        sp = _Special(z, mu, logvar, weights)
         marginals, log_qz = torch.empty_like(z), torch.empty(b, dtype=z.dtype, device=z.device)
         p_joint = torch.empty(b, b, dtype=z.dtype, device=z.device)
+        e = torch.empty(min(ROWS, b), b, dtype=z.dtype, device=z.device)
         for rows, i, j in _row_blocks(b, z.device):
-            sq_sum = p_joint[rows].zero_()
-            e = torch.empty_like(sq_sum)
+            sq_sum, eb = p_joint[rows].zero_(), e[:len(i)]
             k = torch.arange(len(i), device=z.device)
             for d in range(dims):
-                torch.addcmul(-mu[:, d] * s[:, d], z[rows, d, None], s[None, :, d], out=e).square_()  # t²
-                sq_sum += e
-                e.clamp_(max=MAX_SQ).neg_().exp_()
-                special = own * e[k, i] * c[i, d] + nxt * e[k, j] * c[j, d]
-                e[k, i] = 0
-                e[k, j] = 0
-                marginals[rows, d] = (rest * (e @ c[:, d]) + special).log_() + shift[d]
-            joint = sq_sum.neg_().add_(a.sum(1)[None, :] + math.log(rest))         # log w + log q(z_i | n_j)
+                torch.addcmul(sp.offset_t[d], z[rows, d, None], sp.s_t[d], out=eb).square_()  # t²
+                sq_sum += eb
+                eb.clamp_(max=MAX_SQ).neg_().exp_()
+                eb[k, i] = 0
+                eb[k, j] = 0
+                marginals[rows, d] = rest * (eb @ sp.c_t[d])
+            joint = sq_sum.neg_().add_(sp.a.sum(1)[None, :] + math.log(rest))    # log w + log q(z_i | n_j)
             joint[k, i] += math.log(own / rest)
             joint[k, j] += math.log(nxt / rest)
             log_qz[rows] = torch.logsumexp(joint, dim=1)
             joint.sub_(log_qz[rows, None]).clamp_(min=-MAX_SQ).exp_()              # softmax over j
+        marginals.add_(sp.own_part + sp.next_part).log_().add_(sp.shift)
         ctx.save_for_backward(z, mu, logvar, p_joint, marginals)
         ctx.weights = weights
         return log_qz, marginals
@@ -96,7 +95,7 @@ class _LogMixtures(torch.autograd.Function):
         z, mu, logvar, p_joint, marginals = ctx.saved_tensors
         own, nxt, rest = ctx.weights
         b, dims = z.shape
-        s, a = _scales(logvar)
+        sp = _Special(z, mu, logvar, ctx.weights)
         # joint term, G = softmax_j · g: Σ_j G_ij (z_i − mu_j)·p_j etc. as float64 matmuls (no cancellation)
         g = (p_joint * g_joint[:, None]).double()
         z64, mu64, p = z.double(), mu.double(), torch.exp(-logvar.double())
@@ -106,33 +105,49 @@ class _LogMixtures(torch.autograd.Function):
         glogvar = -0.5 * colsum + 0.5 * p * (g.T @ z64 ** 2 - 2 * mu64 * gtz + mu64 ** 2 * colsum)
         gz, gmu, glogvar = gz.to(z.dtype), gmu.to(z.dtype), glogvar.to(z.dtype)
         del g
-        # per-dimension terms: G_ij = r_i · w_ij · exp(a_j − log q(z_id)) · exp(−t_ij²), r = upstream gradient;
-        # the dense part has weight `rest` (own and next zeroed in E), the two special entries are added back
-        shift = a.max(0).values
-        c = torch.exp(a - shift)
-        rr_all = g_marginals * torch.exp(shift - marginals)                       # row factors (B, D)
+        # per-dimension terms: G_ij = r_i · w_ij · c_j · exp(−t_ij²), r = upstream gradient / the row's sum
+        rr = g_marginals * torch.exp(sp.shift - marginals)                          # (B, D)
+        for part, t, cols in ((sp.own_part, sp.t_own, slice(None)), (sp.next_part, sp.t_next, sp.next)):
+            g_special = rr * part                                                   # G at (i, i) and (i, i+1)
+            gz -= 2 * g_special * sp.s[cols] * t
+            gmu.index_add_(0, torch.arange(b, device=z.device)[cols], 2 * g_special * sp.s[cols] * t)
+            glogvar.index_add_(0, torch.arange(b, device=z.device)[cols], g_special * (t ** 2 - 0.5))
+        t = torch.empty(min(ROWS, b), b, dtype=z.dtype, device=z.device)
+        e, rr_t = torch.empty_like(t), rr.T.contiguous()
         for rows, i, j in _row_blocks(b, z.device):
             k = torch.arange(len(i), device=z.device)
-            t = torch.empty(len(i), b, dtype=z.dtype, device=z.device)
-            e = torch.empty_like(t)
+            tb, eb = t[:len(i)], e[:len(i)]
             for d in range(dims):
-                sd, cd, rr = s[:, d], c[:, d], rr_all[rows, d]
-                torch.addcmul(-mu[:, d] * sd, z[rows, d, None], sd[None, :], out=t)
-                torch.mul(t, t, out=e).clamp_(max=MAX_SQ).neg_().exp_()
-                t_own, t_nxt = t[k, i], t[k, j]
-                g_own, g_nxt = rr * own * cd[i] * e[k, i], rr * nxt * cd[j] * e[k, j]  # G at (i, i), (i, i+1)
-                e[k, i] = 0
-                e[k, j] = 0
-                e_sum = rr @ e
-                u = e.mul_(t)                                                     # E ⊙ t
-                gz[rows, d] -= 2 * (rest * rr * (u @ (cd * sd)) + g_own * sd[i] * t_own + g_nxt * sd[j] * t_nxt)
-                gmu_d = 2 * rest * cd * sd * (rr @ u)
-                glogvar_d = rest * cd * (rr @ u.mul_(t) - 0.5 * e_sum)            # u is now E ⊙ t²
-                gmu_d.index_add_(0, i, 2 * g_own * sd[i] * t_own).index_add_(0, j, 2 * g_nxt * sd[j] * t_nxt)
-                glogvar_d.index_add_(0, i, g_own * (t_own ** 2 - 0.5)).index_add_(0, j, g_nxt * (t_nxt ** 2 - 0.5))
-                gmu[:, d] += gmu_d
-                glogvar[:, d] += glogvar_d
+                sd, cd, r = sp.s_t[d], sp.c_t[d], rr_t[d, rows]
+                torch.addcmul(sp.offset_t[d], z[rows, d, None], sd, out=tb)
+                torch.mul(tb, tb, out=eb).clamp_(max=MAX_SQ).neg_().exp_()
+                eb[k, i] = 0
+                eb[k, j] = 0
+                e_sum = r @ eb
+                u = eb.mul_(tb)                                                     # E ⊙ t
+                gz[rows, d] -= 2 * rest * r * (u @ (cd * sd))
+                gmu[:, d] += 2 * rest * cd * sd * (r @ u)
+                glogvar[:, d] += rest * cd * (r @ u.mul_(tb) - 0.5 * e_sum)         # u is now E ⊙ t²
         return gz, gmu, glogvar, None
+
+
+class _Special:
+    """Per-sample quantities of `_LogMixtures`, all (B, D): scales s, log-normalisers a, column factors
+    c = exp(a − shift), offsets −mu·s (so that t = z·s + offset), and the exact own / next terms."""
+
+    def __init__(self, z, mu, logvar, weights):
+        own, nxt, _ = weights
+        self.s, self.a = _scales(logvar)
+        self.shift = self.a.max(0).values                                           # (D,)
+        self.c = torch.exp(self.a - self.shift)
+        self.offset = -mu * self.s
+        # per-dimension rows, contiguous: slicing a (B, D) column would make the (ROWS, B) passes strided
+        self.s_t, self.c_t, self.offset_t = self.s.T.contiguous(), self.c.T.contiguous(), self.offset.T.contiguous()
+        self.next = (torch.arange(len(z), device=z.device) + 1) % len(z)
+        self.t_own = (z - mu) * self.s
+        self.t_next = (z - mu[self.next]) * self.s[self.next]
+        self.own_part = own * self.c * torch.exp(-self.t_own.square().clamp(max=MAX_SQ))
+        self.next_part = nxt * self.c[self.next] * torch.exp(-self.t_next.square().clamp(max=MAX_SQ))
 
 
 def _scales(logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

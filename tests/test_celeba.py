@@ -3,6 +3,7 @@ served from 127.0.0.1 — download (with Drive's confirmation page), wrong md5, 
 malicious archive — and preprocess + the attribute-labelled traversal figure end to end."""
 
 import hashlib
+import json
 import io
 import threading
 import zipfile
@@ -161,3 +162,20 @@ def test_celeba_pipeline_to_the_labelled_traversal(archive, server, project):
     labels = (folder / "data/figures/runs/celeba/tcvae/beta2/seed0/traversals_by_attribute.txt").read_text()
     assert (folder / "data/raw/celeba/img_align_celeba.zip").is_file()
     assert len(labels.splitlines()) == 4 and all(line.split("\t")[1] in ATTRS for line in labels.splitlines())
+
+
+def test_dvc_repro_builds_the_labelled_traversal_from_a_file_source(archive, tmp_path):
+    """The done-condition: a fresh repository, the zip given as a `file` source, one `dvc repro`."""
+    from tests.test_scale import DVC, make_repo, run
+    folder, _ = archive
+    spec = {"kind": "celeba", "source": "file", "file": str(folder / "img_align_celeba.zip"),
+            "md5": hashlib.md5((folder / "img_align_celeba.zip").read_bytes()).hexdigest()}
+    repo = make_repo(tmp_path / "repo", tiny_params(
+        data={"celeba": spec}, train={"steps": 4, "batch_size": 8, "latents": 6, "log_every": 2},
+        sweep={"datasets": ["celeba"], "methods": ["tcvae"], "betas": [2], "seeds": [0]},
+        evaluate={"n_samples": 100, "batch_size": 16}, plot={"attribute_latents": 3}))
+    run(*DVC, "repro", cwd=repo)
+    run_figures = repo / "data/figures/runs/celeba/tcvae/beta2/seed0"
+    assert (run_figures / "traversals_by_attribute.png").stat().st_size > 5000
+    assert len((run_figures / "traversals_by_attribute.txt").read_text().splitlines()) == 3
+    assert json.loads((repo / "data/metrics/summary.json").read_text())["celeba"]["tcvae"]["beta2"]["runs"] == 1

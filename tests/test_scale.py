@@ -86,3 +86,14 @@ def test_queue_with_two_workers_runs_sweep_slices_in_parallel(tmp_path):
     shown = json.loads(run(*DVC, "exp", "show", "--json", cwd=repo))
     names = {e["name"] for rev in shown for e in (rev.get("experiments") or []) for e in [e.get("revs", [{}])[0]]}
     assert {"only-betavae", "only-tcvae"} <= names, names
+
+
+def test_sweep_plan_lists_runs_status_and_cost(tmp_path):
+    repo = make_repo(tmp_path / "repo", TWO_RUNS)
+    tcvae_cli = [sys.executable, "-m", "tcvae", "sweep", "plan"]
+    out = run(*tcvae_cli, cwd=repo)
+    assert "tiny betavae β=2 seed 0" in out and "tiny tcvae β=2 seed 0" in out
+    assert out.count("to train") >= 2 and "0 done" in out and "2 to train: about" in out
+    run(*DVC, "repro", "train@tiny-tcvae-2-0", cwd=repo)
+    out = run(*tcvae_cli, cwd=repo)
+    assert "1 done" in out and "1 to train" in out

@@ -140,9 +140,10 @@ def check_archive(path: Path) -> list[str]:
 
 def find_folder(root: Path) -> Path:
     """The folder holding 000001.jpg …: `root` itself or below it (Kaggle nests img_align_celeba twice)."""
-    for candidate in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
-        if (candidate / "000001.jpg").is_file():
-            return candidate
+    if (root / "000001.jpg").is_file():
+        return root
+    for candidate in sorted(p.parent for p in root.rglob("000001.jpg")):
+        return candidate
     raise UserError(f"{root}: no CelebA images (000001.jpg, …) in it or below it")
 
 
@@ -184,7 +185,8 @@ def images(source: Path, names: list[str], workers: int | None = None, block: in
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(workers, initializer=_open_zip if zipped else None, initargs=(str(source),) if zipped else ()) as pool:
         decode = _from_zip if zipped else _from_file
-        items = names if zipped else [str(find_folder(source) / n) for n in names]
+        folder = None if zipped else find_folder(source)
+        items = names if zipped else [str(folder / n) for n in names]
         for start in range(0, len(items), block):
             yield start, np.stack(pool.map(decode, items[start:start + block], chunksize=64))
 
