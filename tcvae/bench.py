@@ -183,7 +183,7 @@ def synthetic_posteriors(factors: np.ndarray, latents: int = 10, seed: int = 0):
     return mu, logvar
 
 
-def mig(n_samples: int = 10_000, subset: int = 46_080, device: str = "cpu") -> None:
+def mig(n_samples: int = 10_000, subset: int = 46_080) -> None:
     """MIG at full dSprites size (N = 737,280, D = 10, 4 factors), and fast against brute force on a subset."""
     import torch
 
@@ -194,8 +194,8 @@ def mig(n_samples: int = 10_000, subset: int = 46_080, device: str = "cpu") -> N
     mu, logvar = synthetic_posteriors(factors)
     pick = torch.randperm(len(mu), generator=torch.Generator().manual_seed(1))[:subset]
     sub = (mu[pick], logvar[pick], factors[pick.numpy()])
-    (fast, brute), = [_interleaved([lambda: mig_fn(*sub, n_samples=n_samples),
-                                    lambda: mig_fn(*sub, n_samples=n_samples, brute=True)], 1)]
+    fast, brute = _interleaved([lambda: mig_fn(*sub, n_samples=n_samples),
+                                lambda: mig_fn(*sub, n_samples=n_samples, brute=True)], 1)
     start = time.perf_counter()
     full = mig_fn(mu, logvar, factors, n_samples=n_samples)
     t_full = time.perf_counter() - start
