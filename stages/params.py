@@ -8,7 +8,7 @@ import difflib
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 import yaml
 from pydantic import Field, PositiveInt, ValidationError, model_validator
@@ -16,7 +16,7 @@ from pydantic import Field, PositiveInt, ValidationError, model_validator
 from stages.strict import Strict
 from stages.evaluate import EvaluateParams
 from stages.plot import PlotParams
-from stages.train import ComputeParams, SweepParams, TrainParams
+from stages.train import ComputeParams, Method, SweepParams, TrainParams
 from tcvae.errors import UserError
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
@@ -157,8 +157,8 @@ def run_coordinates(p: "Params", dataset: str, method: str, beta: str) -> float:
     problems = []
     if dataset not in p.data:
         problems.append(f"--dataset {dataset}: not a key of `data` ({', '.join(p.data)})")
-    if method not in ("betavae", "tcvae", "factorvae"):
-        problems.append(f"--method {method}: must be betavae, tcvae or factorvae")
+    if method not in get_args(Method):
+        problems.append(f"--method {method}: must be one of {', '.join(get_args(Method))}")
     try:
         value = float(beta)
         if not value >= 0:

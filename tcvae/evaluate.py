@@ -39,10 +39,11 @@ def evaluate(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: 
     """Everything `eval.json` holds: the full-data ELBO = E log p(x|z) − KL (nats per image, KL analytic),
     the KL decomposition, active units and, where the data set has factors, MIG on its metric factors."""
     mu, logvar, log_px = encode(model, data, batch_size, device, seed)
-    kl = kl_normal(mu, logvar).sum(1)
+    kl_per_latent = kl_normal(mu, logvar)
+    kl = kl_per_latent.sum(1)
     out: dict[str, Any] = {
         "n_images": len(data), "elbo": float((log_px - kl).mean()), "log_px": float(log_px.mean()),
-        "kl": float(kl.mean()), "kl_per_latent": kl_normal(mu, logvar).mean(0).tolist(),
+        "kl": float(kl.mean()), "kl_per_latent": kl_per_latent.mean(0).tolist(),
         "active_units": metrics.active_units(mu, active_threshold),
         "decomposition": metrics.kl_decomposition(mu, logvar, n_samples=n_samples, seed=seed).as_dict(),
     }

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from tcvae.objectives import LOG_2PI, MAX_SQ, log_normal
+from tcvae.objectives import LOG_2PI, MAX_SQ, kl_normal, log_normal
 
 WINDOW = 14.0            # neglected components lie beyond 14 σ: each weighs < e^-98 of its peak
 ROWS, COLS = 128, 8192   # a (samples × components) block: 4 MiB, stays in cache
@@ -225,7 +225,7 @@ def kl_decomposition(mu, logvar, *, n_samples: int = 10_000, seed: int = 0) -> K
     log_qzj = torch.stack([log_mixture_1d(z[:, j], mu[:, j], logvar[:, j]) for j in range(mu.shape[1])], 1)
     log_qz_n = log_normal(z, mu[idx], logvar[idx]).sum(1)
     log_pz = log_normal(z, torch.zeros(()), torch.zeros(())).sum(1)
-    kl = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(1).mean()
+    kl = kl_normal(mu, logvar).sum(1).mean()
     return KLDecomposition(float((log_qz_n - log_qz).mean()), float((log_qz - log_qzj.sum(1)).mean()),
                            float((log_qzj.sum(1) - log_pz).mean()), float(kl), len(idx))
 
