@@ -10,9 +10,14 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+def python_path() -> str:
+    """The repository first, then whatever PYTHONPATH the tests run under."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
 def tcvae(*args: str, cwd: Path, check: bool = False, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess (as DVC does), from `cwd`."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120"}
+    env = {**os.environ, "PYTHONPATH": python_path(), "COLUMNS": "120"}
     proc = subprocess.run([sys.executable, "-m", "tcvae", *map(str, args)], cwd=cwd, capture_output=True, text=True,
                           env=env, timeout=timeout, **kw)
     if check and proc.returncode != 0:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, TINY_EVAL, tcvae, tiny_params
+from tests.conftest import ROOT, TINY_EVAL, python_path, tcvae, tiny_params
 
 def test_evaluate_writes_every_number_with_its_variant(trained):
     folder, _ = trained
@@ -47,7 +47,7 @@ def test_aggregate_reads_exactly_the_sweep(trained):
 
 def run(*args, cwd):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
+           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": python_path()}
     proc = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
     return proc.stdout

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import ROOT, TINY_EVAL, tiny_params
+from tests.conftest import ROOT, TINY_EVAL, python_path, tiny_params
 
 DVC = [sys.executable, "-m", "dvc"]
 
 
 def run(*args, cwd, timeout=600):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
+           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": python_path()}
     proc = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{args}:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr

@@ -11,7 +11,7 @@ import torch
 
 from tcvae import objectives, train
 from tcvae.errors import UserError
-from tests.conftest import ROOT, tcvae, tiny_params
+from tests.conftest import python_path, tcvae, tiny_params
 
 RUN = ["--dataset", "tiny", "--method", "tcvae", "--beta", "4", "--seed", "1"]
 RUN_DIR = "data/runs/tiny/tcvae/beta4/seed1"
@@ -56,7 +56,7 @@ def test_same_seed_same_weights(prepared, method):
 
 
 def start_training(folder):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": python_path()}
     return subprocess.Popen([sys.executable, "-m", "tcvae", "stage", "train", *RUN], cwd=folder, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
