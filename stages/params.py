@@ -57,6 +57,7 @@ class FacesData(FileSource):
     source: Literal["procedural", "file"] = "procedural"   # the Basel renders are not downloadable
     file: Path | None = None
     md5: Md5 | None = None                                  # checked when given
+    identities: Annotated[int, Field(ge=1, le=50)] = 50     # keep the first k of the 50 (k × 2,541 images)
 
 
 def _drive(file_id: str) -> str:

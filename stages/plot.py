@@ -60,12 +60,12 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
                              cfg.traversal_steps, cfg.unused_below)
             plots.reconstructions(model, shown, where / "reconstructions", name)
             if ds.attributes is not None:
-                mu, _, _ = encode(model, subset, seed=0)
+                mu, _, _ = encode(model, subset, decode=False)
                 plots.traversals_by_attribute(model, image, ev["kl_per_latent"], mu.numpy(), ds.attributes[pick],
                                               ds.attribute_names, where / "traversals_by_attribute", name,
                                               cfg.attribute_range, cfg.traversal_steps, cfg.attribute_latents)
             if ds.factors is not None:
-                mu, _, _ = encode(model, subset, seed=0)
+                mu, _, _ = encode(model, subset, decode=False)
                 plots.latents_vs_factors(mu.numpy(), subset.factors, ds.factor_names, subset.factor_values,
                                          ev["kl_per_latent"], where / "latents_vs_factors",
                                          name + (f" (a {len(pick):,}-image sample)" if len(pick) < len(ds) else ""),

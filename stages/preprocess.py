@@ -38,4 +38,4 @@ def command(params: ParamsOption = Path("params.yaml"),
             extra = [Path(record[k]) if k in record else None for k in ("attributes", "partition")]
             celeba.preprocess(processed_path(name), file, *extra, spec.limit, spec.source, md5)
         else:
-            faces.preprocess(processed_path(name), file, spec.source, md5)
+            faces.preprocess(processed_path(name), file, spec.source, md5, spec.identities)

@@ -16,9 +16,9 @@ from tcvae.progress import progress
 
 @torch.no_grad()
 def encode(model: VAE, data: Dataset, batch_size: int = 2048, device: str | torch.device = "cpu",
-           seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+           seed: int = 0, decode: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Posterior parameters of every image, mu and logvar (N, D) on the CPU, and log p(x|z) (N,) in nats
-    for one posterior sample per image (drawn from a generator seeded with `seed`)."""
+    for one posterior sample per image (drawn from a generator seeded with `seed`); None without `decode`."""
     model.eval()
     n = len(data)
     mu, logvar, log_px = torch.empty(n, model.latents), torch.empty(n, model.latents), torch.empty(n)
@@ -28,10 +28,11 @@ def encode(model: VAE, data: Dataset, batch_size: int = 2048, device: str | torc
             idx = np.arange(start, min(start + batch_size, n))
             x = data.batch(idx, device)
             m, lv = model.encode(x)
-            log_px[idx] = log_bernoulli(model.decode(model.sample(m, lv, gen)), x).cpu()
+            if decode:
+                log_px[idx] = log_bernoulli(model.decode(model.sample(m, lv, gen)), x).cpu()
             mu[idx], logvar[idx] = m.cpu(), lv.cpu()
             advance(len(idx))
-    return mu, logvar, log_px
+    return mu, logvar, log_px if decode else None
 
 
 def evaluate(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: int = 2048, n_bins: int = 20,

@@ -65,6 +65,12 @@ def test_faces_from_the_authors_file(project, tmp_path):
     ds = data.load(folder / "data/processed/faces.h5")
     assert ds.source == "file" and ds.factor_names == ("identity", "azimuth", "elevation", "lighting")
     assert (ds.uint8([12345])[0, 0] == renders.reshape(-1, 64, 64)[12345].numpy()).all()
+    write_params(tiny_params(data={"faces": {"kind": "faces", "source": "file", "identities": 3,
+                                             "file": str(tmp_path / "basel_face_renders.pth")}}))
+    tcvae("stage", "preprocess", cwd=folder, check=True)
+    ds = data.load(folder / "data/processed/faces.h5")          # the first 3 identities, factors to match
+    assert len(ds) == 3 * 2541 and ds.factor_sizes == (3, 21, 11, 11) and ds.factors[:, 0].max() == 2
+    assert (ds.uint8([7000])[0, 0] == renders.reshape(-1, 64, 64)[7000].numpy()).all()
 
 
 @pytest.mark.parametrize("name", ["params.yaml", "params-paper.yaml"])

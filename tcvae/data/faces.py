@@ -134,13 +134,13 @@ def render(identity: int, azimuth: np.ndarray, elevation: np.ndarray, light: np.
     return (grey * 255).round().clamp(0, 255).to(torch.uint8).view(len(depth), len(lam), 64, 64).numpy()
 
 
-def render_grid(seed: int = 0):
-    """Yield (start, images uint8 (21·11·11, 64, 64)) one identity at a time, canonical order
-    (identity, azimuth, elevation, lighting) row-major."""
+def render_grid(identities: int = 50, seed: int = 0):
+    """Yield (start, images uint8 (21·11·11, 64, 64)) one identity at a time for the first `identities`,
+    canonical order (identity, azimuth, elevation, lighting) row-major."""
     _, az, el, light = factor_values()
     a, e = np.meshgrid(az, el, indexing="ij")
     block = 21 * 11 * 11
-    for i in range(50):
+    for i in range(identities):
         yield i * block, render(i, a.ravel(), e.ravel(), light, seed).reshape(block, 64, 64)
 
 
@@ -155,18 +155,21 @@ def load_basel(path: Path) -> np.ndarray:
     return data.reshape(-1, 64, 64).numpy()
 
 
-def preprocess(path: Path, pth_path: Path | None = None, source: str = "procedural", source_md5: str = "") -> None:
-    """Write the faces grid to a processed HDF5 at `path`: procedural, or the authors' renders."""
+def preprocess(path: Path, pth_path: Path | None = None, source: str = "procedural", source_md5: str = "",
+               identities: int = 50) -> None:
+    """Write the faces grid of the first `identities` identities to a processed HDF5 at `path`:
+    procedural, or the authors' renders."""
     from tcvae import data
 
-    index = data.grid(FACTOR_SIZES)
+    sizes = (identities, *FACTOR_SIZES[1:])
+    index = data.grid(sizes)
     values = factor_values()
     if pth_path is None:
-        blocks = render_grid()
+        blocks = render_grid(identities)
     else:
-        images = load_basel(pth_path)
+        images = load_basel(pth_path)[:len(index)]
         blocks = ((s, images[s:s + 2541]) for s in range(0, len(images), 2541))
     data.write(path, blocks, n=len(index), image_shape=(1, 64, 64), factors=index,
                factor_values=np.stack([values[k][index[:, k]] for k in range(4)], 1),
-               factor_names=FACTOR_NAMES, factor_sizes=FACTOR_SIZES, metric_factors=METRIC_FACTORS,
+               factor_names=FACTOR_NAMES, factor_sizes=sizes, metric_factors=METRIC_FACTORS,
                source=source, source_md5=source_md5)
