@@ -19,6 +19,7 @@ from tcvae.io import atomic_path  # noqa: E402
 COLORS = {"betavae": "#0072B2", "tcvae": "#D55E00", "factorvae": "#009E73"}
 LABELS = {"betavae": "β-VAE", "tcvae": "β-TCVAE", "factorvae": "FactorVAE"}
 WEIGHT = {"betavae": "β", "tcvae": "β", "factorvae": "γ"}
+MARKERS = {"betavae": "o", "tcvae": "D", "factorvae": "^"}   # shapes too, so that equal results stay visible
 
 
 def save(fig: plt.Figure, path: Path) -> None:
@@ -41,7 +42,7 @@ def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
             betas = sorted({r["beta"] for r in mine})
             ax.scatter([r["beta"] for r in mine], [r["mig"] for r in mine], color=COLORS[method], alpha=0.45, s=22)
             ax.plot(betas, [np.median([r["mig"] for r in mine if r["beta"] == b]) for b in betas],
-                    color=COLORS[method], marker="o", label=f"{LABELS[method]} (median)")
+                    color=COLORS[method], marker=MARKERS[method], label=f"{LABELS[method]} (median)")
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({r["beta"] for r in runs}), [f"{b:g}" for b in sorted({r["beta"] for r in runs})])
         ax.minorticks_off()
@@ -70,14 +71,14 @@ def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
             x = [np.mean([max(r["tc"], 1e-3) for r in mine if r["beta"] == b]) for b in betas]
             y = [np.mean([r["mig"] for r in mine if r["beta"] == b]) for b in betas]
             sizes = [30 + 150 * all_betas.index(b) / max(1, len(all_betas) - 1) for b in betas]
-            ax.scatter(x, y, s=sizes, color=COLORS[method], alpha=0.8, edgecolor="black", linewidth=0.5,
-                       label=f"{LABELS[method]}  ρ = {rho:.2f}")
+            ax.scatter(x, y, s=sizes, color=COLORS[method], marker=MARKERS[method], alpha=0.8, edgecolor="black",
+                       linewidth=0.5, label=f"{LABELS[method]}  ρ = {rho:.2f}")
         ax.set_xscale("log")
         ax.set(title=dataset, xlabel="total correlation of q(z) (nats, log scale; ≤ 0.001 drawn at 0.001)",
                ylabel="MIG")
         ax.grid(alpha=0.3)
         ax.legend(title="Pearson ρ(log TC, MIG) over runs")
-    fig.suptitle("Lower total correlation goes with higher MIG; larger markers are larger β")
+    fig.suptitle("Total correlation against MIG per method and β (larger markers: larger β)")
     save(fig, path)
 
 
@@ -91,24 +92,21 @@ def traversals(model, image: torch.Tensor, kl_per_latent: Sequence[float], path:
     mu, _ = model.encode(image[None])
     order = [j for j in np.argsort(kl_per_latent)[::-1] if rows is None or j in set(rows)]
     offsets = torch.linspace(-k, k, steps)
-    fig, axes = plt.subplots(len(order), steps, figsize=(steps * 0.9, len(order) * 0.95 + 0.8), squeeze=False,
-                             layout="constrained")
-    for row, j in enumerate(order):
+    tiles = []
+    for j in order:
         z = mu.repeat(steps, 1)
         z[:, j] += offsets
-        imgs = torch.sigmoid(model.decode(z)).cpu()
-        for col in range(steps):
-            ax = axes[row, col]
-            ax.imshow(_hwc(imgs[col]), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            if row == len(order) - 1:
-                ax.set_xlabel(f"{offsets[col]:+.1f}", fontsize=8)
-        name = labels[j] if labels else f"z{j}"
+        tiles.append(torch.sigmoid(model.decode(z)).cpu())
+    fig, ax = plt.subplots(figsize=(steps * 0.9, len(order) * 0.95 + 0.8), layout="constrained")
+    names = []
+    for j in order:
         unused = kl_per_latent[j] < unused_below
-        axes[row, 0].set_ylabel(f"{name}\nKL {kl_per_latent[j]:.2f}" + ("\n(unused)" if unused else ""), fontsize=7,
-                                rotation=0, ha="right", va="center", color="grey" if unused else "black")
-    fig.supxlabel(f"offset from the posterior mean (prior standard deviations, ±{k:g})", fontsize=9)
-    fig.suptitle(title, fontsize=10)
+        names.append(f"{labels[j] if labels else f'z{j}'}\nKL {kl_per_latent[j]:.2f}" + ("\n(unused)" if unused else ""))
+    _show_mosaic(ax, torch.stack(tiles), [f"{o:+.1f}" for o in offsets], names)
+    for tick, j in zip(ax.get_yticklabels(), order):
+        tick.set_color("grey" if kl_per_latent[j] < unused_below else "black")
+    ax.set_xlabel(f"offset from the posterior mean (prior standard deviations, ±{k:g})", fontsize=9)
+    ax.set_title(title, fontsize=10)
     save(fig, path)
 
 
@@ -141,19 +139,38 @@ def _hwc(img: torch.Tensor) -> np.ndarray:
     return img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
 
 
+def mosaic(tiles: torch.Tensor, gap: int = 4) -> np.ndarray:
+    """Images (R, K, C, H, W) in [0, 1] as one array of R rows and K columns with white gaps:
+    (R·(H+gap)−gap, K·(W+gap)−gap), with a trailing C axis when C > 1. One image draws much faster than
+    R·K axes."""
+    r, k, c, h, w = tiles.shape
+    out = torch.ones(c, r * (h + gap) - gap, k * (w + gap) - gap)
+    for i in range(r):
+        for j in range(k):
+            out[:, i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = tiles[i, j]
+    return _hwc(out)
+
+
+def _show_mosaic(ax: plt.Axes, tiles: torch.Tensor, column_labels: Sequence[str], row_labels: Sequence[str],
+                 gap: int = 4) -> None:
+    """Draw `mosaic(tiles)` on `ax` with a label under each column and beside each row."""
+    h, w = tiles.shape[-2:]
+    ax.imshow(mosaic(tiles, gap), cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks([j * (w + gap) + w / 2 - 0.5 for j in range(tiles.shape[1])], column_labels, fontsize=8)
+    ax.set_yticks([i * (h + gap) + h / 2 - 0.5 for i in range(tiles.shape[0])], row_labels, fontsize=7)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 @torch.no_grad()
 def reconstructions(model, images: torch.Tensor, path: Path, title: str) -> None:
     """Originals (top row) over their reconstructions (sigmoid of the decoded posterior mean)."""
     mu, _ = model.encode(images)
     recon = torch.sigmoid(model.decode(mu)).cpu()
-    fig, axes = plt.subplots(2, len(images), figsize=(len(images) * 0.9, 2.3), squeeze=False, layout="constrained")
-    for col in range(len(images)):
-        for row, img in enumerate((images[col].cpu(), recon[col])):
-            axes[row, col].imshow(_hwc(img), cmap="gray", vmin=0, vmax=1)
-            axes[row, col].set_xticks([]), axes[row, col].set_yticks([])
-    axes[0, 0].set_ylabel("data", fontsize=8)
-    axes[1, 0].set_ylabel("recon.", fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    fig, ax = plt.subplots(figsize=(len(images) * 0.9, 2.3), layout="constrained")
+    _show_mosaic(ax, torch.stack([images.cpu(), recon]), [""] * len(images), ["data", "recon."])
+    ax.set_title(title, fontsize=10)
     save(fig, path)
 
 

@@ -22,3 +22,17 @@ def test_plot_stage_draws_every_figure(trained):
     assert not list(figures.rglob(".*.tmp"))
     with Image.open(figures / "runs/tiny/tcvae/beta2/seed0/traversals.png") as img:
         assert img.size[1] > img.size[0] * 0.3            # one row per latent (4 here)
+
+
+def test_mosaic_places_each_tile_in_its_row_and_column():
+    import torch
+    from tcvae.plots import mosaic
+    tiles = torch.arange(6.0).reshape(2, 3, 1, 1, 1).expand(2, 3, 1, 5, 7) / 10      # tile (i, j) = (3i + j)/10
+    grid = mosaic(tiles, gap=2)
+    assert grid.shape == (2 * 7 - 2, 3 * 9 - 2)
+    for i in range(2):
+        for j in range(3):
+            assert (grid[i * 7:i * 7 + 5, j * 9:j * 9 + 7] == (3 * i + j) / 10).all()
+    assert (grid[5:7] == 1).all() and (grid[:, 7:9] == 1).all()                      # white gaps
+    colour = mosaic(torch.rand(1, 2, 3, 4, 4))
+    assert colour.shape == (4, 12, 3)
