@@ -98,13 +98,12 @@ def traversals(model, image: torch.Tensor, kl_per_latent: Sequence[float], path:
         z[:, j] += offsets
         tiles.append(torch.sigmoid(model.decode(z)).cpu())
     fig, ax = plt.subplots(figsize=(steps * 0.9, len(order) * 0.95 + 0.8), layout="constrained")
-    names = []
-    for j in order:
-        unused = kl_per_latent[j] < unused_below
-        names.append(f"{labels[j] if labels else f'z{j}'}\nKL {kl_per_latent[j]:.2f}" + ("\n(unused)" if unused else ""))
+    unused = [kl_per_latent[j] < unused_below for j in order]
+    names = [f"{labels[j] if labels else f'z{j}'}\nKL {kl_per_latent[j]:.2f}" + ("\n(unused)" if u else "")
+             for j, u in zip(order, unused)]
     _show_mosaic(ax, torch.stack(tiles), [f"{o:+.1f}" for o in offsets], names)
-    for tick, j in zip(ax.get_yticklabels(), order):
-        tick.set_color("grey" if kl_per_latent[j] < unused_below else "black")
+    for tick, u in zip(ax.get_yticklabels(), unused):
+        tick.set_color("grey" if u else "black")
     ax.set_xlabel(f"offset from the posterior mean (prior standard deviations, ±{k:g})", fontsize=9)
     ax.set_title(title, fontsize=10)
     save(fig, path)
