@@ -52,7 +52,7 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
         elif spec.kind == "dsprites":           # not built yet: the size its params imply
             sizes[dataset] = (int(np.prod([len(k) for k in dsprites.subgrid(spec.step)])), 1)
         elif spec.kind == "faces":
-            sizes[dataset] = (spec.identities * int(np.prod(faces.FACTOR_SIZES[1:])), 1)
+            sizes[dataset] = (spec.identities * faces.PER_IDENTITY, 1)
         else:
             sizes[dataset] = (spec.limit or CELEBA_IMAGES, 3)
         arch = t.arch.get(dataset, t.arch.get(spec.kind))

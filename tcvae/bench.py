@@ -55,7 +55,7 @@ def data(batch: int = 2048, seconds: float = 3.0) -> None:
         table.add_column(c)
     table.add_row("render dSprites, 737,280 images", f"{t_dsprites:.1f} s", f"{737280 / t_dsprites:,.0f} img/s")
     table.add_row("render faces-procedural, 127,050 images", f"{t_faces * 50 / ids:.1f} s",
-                  f"extrapolated from {ids} of 50 identities ({t_faces / ids / 2541 * 1e3:.2f} ms/img)")
+                  f"extrapolated from {ids} of 50 identities ({t_faces / ids / faces.PER_IDENTITY * 1e3:.2f} ms/img)")
     table.add_row(f"serve dSprites batches of {batch} (bit-packed uint8 → float)", f"{rate:,.0f} img/s",
                   f"RAM {packed.nbytes / 2**20:.0f} MiB")
     table.add_row("baseline: index a float32 copy of the set", f"{base:,.0f} img/s",

@@ -17,6 +17,7 @@ import torch
 
 FACTOR_NAMES = ("identity", "azimuth", "elevation", "lighting")
 FACTOR_SIZES = (50, 21, 11, 11)
+PER_IDENTITY = 21 * 11 * 11     # images of one identity: 2,541
 METRIC_FACTORS = ("azimuth", "elevation", "lighting")
 BASEL_FILE = "basel_face_renders.pth"
 
@@ -139,9 +140,8 @@ def render_grid(identities: int = 50, seed: int = 0):
     canonical order (identity, azimuth, elevation, lighting) row-major."""
     _, az, el, light = factor_values()
     a, e = np.meshgrid(az, el, indexing="ij")
-    block = 21 * 11 * 11
     for i in range(identities):
-        yield i * block, render(i, a.ravel(), e.ravel(), light, seed).reshape(block, 64, 64)
+        yield i * PER_IDENTITY, render(i, a.ravel(), e.ravel(), light, seed).reshape(PER_IDENTITY, 64, 64)
 
 
 def load_basel(path: Path) -> np.ndarray:
@@ -168,7 +168,7 @@ def preprocess(path: Path, pth_path: Path | None = None, source: str = "procedur
         blocks = render_grid(identities)
     else:
         images = load_basel(pth_path)[:len(index)]
-        blocks = ((s, images[s:s + 2541]) for s in range(0, len(images), 2541))
+        blocks = ((s, images[s:s + PER_IDENTITY]) for s in range(0, len(images), PER_IDENTITY))
     data.write(path, blocks, n=len(index), image_shape=(1, 64, 64), factors=index,
                factor_values=np.stack([values[k][index[:, k]] for k in range(4)], 1),
                factor_names=FACTOR_NAMES, factor_sizes=sizes, metric_factors=METRIC_FACTORS,
