@@ -6,13 +6,12 @@ import itertools
 import json
 from pathlib import Path
 
-
 from stages.options import ParamsOption
+from stages.params import load_params, run_dir
 
 
 def command(params: ParamsOption = Path("params.yaml")) -> None:
     """Collect exactly the runs that `sweep` lists (never a glob: a shrunk sweep's old runs are ignored)."""
-    from stages.params import load_params, run_dir
     from tcvae import results
     from tcvae.errors import UserError
     from tcvae.io import write_json

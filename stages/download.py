@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from stages.options import ParamsOption
-
-from stages.params import load_params, raw_dir
+from stages.params import load_params, raw_dir, select
 from tcvae.errors import UserError
 from tcvae.io import write_json
 
@@ -23,7 +22,7 @@ def command(params: ParamsOption = Path("params.yaml"),
     from tcvae.data.download import fetch, md5sum
 
     p = load_params(params)
-    for name in _select(p, dataset):
+    for name in select(p, dataset):
         spec, out = p.data[name], raw_dir(name)
         record = {"dataset": name, "kind": spec.kind, "source": spec.source}
         if spec.kind == "celeba":
@@ -77,10 +76,3 @@ def _celeba(name: str, spec, out: Path) -> dict:
         if found:
             record[key] = str(found)
     return record
-
-
-def _select(p, names: list[str] | None) -> list[str]:
-    for n in names or []:
-        if n not in p.data:
-            raise UserError(f"--dataset {n}: not in params `data` (known: {', '.join(p.data)})")
-    return names or list(p.data)

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
-
-from pydantic import Field, PositiveInt
-
 from stages.options import BetaOption, DatasetOption, MethodOption, ParamsOption, SeedOption
-from stages.strict import Strict
-
-
-class EvaluateParams(Strict):
-    n_samples: Annotated[int, Field(ge=100, le=1_000_000)] = 10_000   # posterior samples per entropy estimate
-    batch_size: PositiveInt = 2048                                     # encoding batch
-    discrete_bins: Annotated[int, Field(ge=2, le=1000)] = 20           # mig_discrete (disentanglement_lib)
-    active_threshold: Annotated[float, Field(gt=0)] = 0.01             # Var_n(mu_j) above this: an active unit
-    seed: Annotated[int, Field(ge=0)] = 0
+from stages.params import need, open_run, processed_path
 
 
 def command(dataset: DatasetOption, method: MethodOption, beta: BetaOption, seed: SeedOption = 0,
             params: ParamsOption = Path("params.yaml")) -> None:
     """Evaluate one trained run on its whole data set; writes eval.json beside model.pt."""
-    from stages.params import need, open_run, processed_path
     from tcvae import data
     from tcvae.evaluate import evaluate
     from tcvae.io import write_json

@@ -1,4 +1,4 @@
-"""The whole params.yaml as one tree of pydantic models, and where each stage reads and writes.
+"""Loading params.yaml (validated against stages.schema as a whole) and where each stage reads and writes.
 
 Every stage validates the whole file, so a typo anywhere (`trian:`) is refused by any stage."""
 
@@ -8,106 +8,13 @@ import difflib
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Union, get_args
+from typing import get_args
 
 import yaml
-from pydantic import Field, PositiveInt, ValidationError, model_validator
+from pydantic import ValidationError
 
-from stages.strict import Strict
-from stages.evaluate import EvaluateParams
-from stages.plot import PlotParams
-from stages.train import ComputeParams, Method, SweepParams, TrainParams
+from stages.schema import Method, Params, beta_name
 from tcvae.errors import UserError
-
-Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
-Md5 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
-Url = Annotated[str, Field(pattern=r"^https?://\S+$")]
-DSPRITES_FACTORS = ("shape", "scale", "orientation", "posX", "posY")
-DSPRITES_SIZES = dict(zip(DSPRITES_FACTORS, (3, 6, 40, 32, 32)))
-
-
-class FileSource(Strict):
-    """Shared by every data set: where its files come from."""
-
-    @model_validator(mode="after")
-    def _file_needs_path(self):
-        if self.source == "file" and self.file is None:
-            raise ValueError("source 'file' needs `file: <path>` naming the file you have")
-        return self
-
-
-class DspritesData(FileSource):
-    kind: Literal["dsprites"]
-    source: Literal["procedural", "download", "file"] = "procedural"
-    url: Url = "https://github.com/deepmind/dsprites-dataset/raw/master/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
-    md5: Md5 = "7da33b31b13a06f4b04a70402ce90c2e"
-    file: Path | None = None
-    step: dict[Literal[DSPRITES_FACTORS], PositiveInt] = {}   # keep every k-th value of a factor
-
-    @model_validator(mode="after")
-    def _step_fits(self):
-        for name, k in self.step.items():
-            if k >= DSPRITES_SIZES[name]:
-                raise ValueError(f"step.{name} = {k}: must be below the factor's {DSPRITES_SIZES[name]} values")
-        return self
-
-
-class FacesData(FileSource):
-    kind: Literal["faces"]
-    source: Literal["procedural", "file"] = "procedural"   # the Basel renders are not downloadable
-    file: Path | None = None
-    md5: Md5 | None = None                                  # checked when given
-    identities: Annotated[int, Field(ge=1, le=50)] = 50     # keep the first k of the 50 (k × 2,541 images)
-
-
-def _drive(file_id: str) -> str:
-    return f"https://drive.google.com/uc?export=download&id={file_id}"
-
-
-class CelebaData(FileSource):
-    """CelebA from the official Google Drive files (or a mirror), or `file`: the zip or an extracted folder
-    (Kaggle's nested layout too). Attributes and partition are read when present; with `file`, they are
-    looked for beside it unless given."""
-    kind: Literal["celeba"]
-    source: Literal["download", "file"] = "download"
-    url: Url = _drive("0B7EVK8r0v71pZjFTYXZWM3FlRnM")
-    md5: Md5 = "00d2c5bc6d35e252742224ab0c1e8fcb"
-    file: Path | None = None
-    attributes_url: Url | None = _drive("0B7EVK8r0v71pblRyaVFSWGxPY0U")
-    attributes_md5: Md5 = "75e246fa4810816ffd6ee81facbd244c"
-    attributes: Path | None = None
-    partition_url: Url | None = _drive("0B7EVK8r0v71pY0NSMzRuSXJEVkk")
-    partition_md5: Md5 = "d32c9cbf5e040fd4025c592c306e6668"
-    partition: Path | None = None
-    limit: PositiveInt | None = None            # only the first `limit` images (quick runs)
-
-
-DataSpec = Annotated[Union[DspritesData, FacesData, CelebaData], Field(discriminator="kind")]
-
-
-class Params(Strict):
-    data: dict[Name, DataSpec]
-    train: TrainParams
-    sweep: SweepParams
-    evaluate: EvaluateParams = EvaluateParams()
-    plot: PlotParams = PlotParams()
-    compute: ComputeParams = ComputeParams()
-
-    @model_validator(mode="after")
-    def _honest_names(self):
-        for name, spec in self.data.items():
-            if spec.kind == "faces" and spec.source == "procedural" and not name.endswith("-procedural"):
-                raise ValueError(f"data.{name}: procedural faces are a stand-in for the Basel renders; "
-                                 f"name the data set '{name}-procedural'")
-        return self
-
-    @model_validator(mode="after")
-    def _sweep_names_data(self):
-        for name in self.sweep.datasets:
-            if name not in self.data:
-                raise ValueError(f"sweep.datasets: '{name}' is not a key of `data` ({', '.join(self.data)})")
-        return self
-
 
 # ---- where things live (relative to the repository root, where DVC runs stages) ----
 
@@ -119,9 +26,17 @@ def processed_path(dataset: str) -> Path:
     return Path("data/processed") / f"{dataset}.h5"
 
 
-def run_dir(dataset: str, method: str, beta: object, seed: int) -> Path:
-    """data/runs/<dataset>/<method>/beta<β>/seed<seed>; β as written in params (DVC's matrix does the same)."""
-    return Path("data/runs") / dataset / method / f"beta{beta}" / f"seed{seed}"
+def run_dir(dataset: str, method: str, beta: float, seed: int) -> Path:
+    """data/runs/<dataset>/<method>/beta<β>/seed<seed>, β spelt once for all (`beta_name`: beta6, beta0.5),
+    as DVC's matrix spells the sweep's values."""
+    return Path("data/runs") / dataset / method / f"beta{beta_name(beta)}" / f"seed{seed}"
+
+
+def select(p: Params, names: list[str] | None) -> list[str]:
+    for n in names or []:
+        if n not in p.data:
+            raise UserError(f"--dataset {n}: not in params `data` (known: {', '.join(p.data)})")
+    return names or list(p.data)
 
 
 def need(path: Path, stage: str, dataset: str) -> Path:
@@ -150,7 +65,7 @@ def open_run(params: Path, dataset: str, method: str, beta: str, seed: int) -> R
     value = run_coordinates(p, dataset, method, beta)
     if p.compute.device != "cpu":      # parallel workers on a multi-GPU machine: one GPU each
         claim_gpu(visible_gpus())
-    return Run(p, dataset, method, value, seed, run_dir(dataset, method, beta, seed))
+    return Run(p, dataset, method, value, seed, run_dir(dataset, method, value, seed))
 
 
 def run_coordinates(p: "Params", dataset: str, method: str, beta: str) -> float:
@@ -161,11 +76,11 @@ def run_coordinates(p: "Params", dataset: str, method: str, beta: str) -> float:
     if method not in get_args(Method):
         problems.append(f"--method {method}: must be one of {', '.join(get_args(Method))}")
     try:
-        value = float(beta)
-        if not value >= 0:
+        value = float(beta.strip().replace("_", "x"))      # no `1_0` for 10: a folder is named after the number
+        if not 0 <= value <= 1e6:
             raise ValueError
     except ValueError:
-        problems.append(f"--beta {beta}: must be a number ≥ 0")
+        problems.append(f"--beta {beta!r}: must be a number from 0 to 1e6")
         value = 0.0
     if problems:
         raise UserError("\n".join(problems))

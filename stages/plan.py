@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-
 from stages.options import ParamsOption
+from stages.params import load_params, processed_path
 
 CELEBA_IMAGES = 202_599
 
@@ -21,7 +21,6 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from stages.params import load_params, processed_path
     from tcvae.data import dsprites, faces
     from tcvae.bench import step_seconds
     from tcvae.train import pick_device, total_steps

@@ -4,24 +4,8 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Annotated
-
-
 from stages.options import ParamsOption
-from pydantic import Field, NonNegativeInt, PositiveFloat
-
-from stages.strict import Strict
-
-
-class PlotParams(Strict):
-    traversal_range: PositiveFloat = 3.0                      # ±k prior standard deviations (the paper: 3; CelebA: 6)
-    traversal_steps: Annotated[int, Field(ge=3, le=21)] = 9
-    image: NonNegativeInt = 0                                  # index of the image whose posterior mean is traversed
-    reconstructions: Annotated[int, Field(ge=1, le=32)] = 8
-    unused_below: PositiveFloat = 0.1                          # a latent with KL below this (nats) is marked unused
-    max_images: Annotated[int, Field(ge=1000)] = 50_000        # latents-against-factors averages over at most this many
-    attribute_range: PositiveFloat = 6.0                       # data sets with attributes (CelebA): ±k, as the paper
-    attribute_latents: Annotated[int, Field(ge=1)] = 15        # …for the latents with the largest KL
+from stages.params import load_params, need, processed_path, run_dir
 
 
 def command(params: ParamsOption = Path("params.yaml")) -> None:
@@ -30,7 +14,6 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
 
     import numpy as np
 
-    from stages.params import load_params, need, processed_path, run_dir
     from tcvae import data, plots, results
     from tcvae.evaluate import encode
     from tcvae.train import load_model

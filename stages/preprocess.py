@@ -8,9 +8,7 @@ from pathlib import Path
 import typer
 
 from stages.options import ParamsOption
-
-from stages.download import _select
-from stages.params import load_params, processed_path, raw_dir
+from stages.params import load_params, processed_path, raw_dir, select
 from tcvae.errors import UserError
 
 
@@ -20,7 +18,7 @@ def command(params: ParamsOption = Path("params.yaml"),
     from tcvae.data import celeba, dsprites, faces
 
     p = load_params(params)
-    for name in _select(p, dataset):
+    for name in select(p, dataset):
         spec = p.data[name]
         record_path = raw_dir(name) / "source.json"
         if not record_path.is_file():

@@ -1,0 +1,223 @@
+"""The whole params.yaml as one tree of pydantic models, a section per stage (`Params` is the root).
+
+Schemas only: no stage code and no I/O here, so every module of `stages/` can import it and nothing in it
+imports a stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                      StrictFloat, StrictInt, field_validator, model_validator)
+
+
+class Strict(BaseModel):
+    """Every params section: unknown keys are refused, values are immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- data ----
+
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
+Md5 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+Url = Annotated[str, Field(pattern=r"^https?://\S+$")]
+DSPRITES_FACTORS = ("shape", "scale", "orientation", "posX", "posY")
+DSPRITES_SIZES = dict(zip(DSPRITES_FACTORS, (3, 6, 40, 32, 32)))
+
+
+class FileSource(Strict):
+    """Shared by every data set: where its files come from."""
+
+    @model_validator(mode="after")
+    def _file_needs_path(self):
+        if self.source == "file" and self.file is None:
+            raise ValueError("source 'file' needs `file: <path>` naming the file you have")
+        return self
+
+
+class DspritesData(FileSource):
+    kind: Literal["dsprites"]
+    source: Literal["procedural", "download", "file"] = "procedural"
+    url: Url = "https://github.com/deepmind/dsprites-dataset/raw/master/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+    md5: Md5 = "7da33b31b13a06f4b04a70402ce90c2e"
+    file: Path | None = None
+    step: dict[Literal[DSPRITES_FACTORS], PositiveInt] = {}   # keep every k-th value of a factor
+
+    @model_validator(mode="after")
+    def _step_fits(self):
+        for name, k in self.step.items():
+            if k >= DSPRITES_SIZES[name]:
+                raise ValueError(f"step.{name} = {k}: must be below the factor's {DSPRITES_SIZES[name]} values")
+        return self
+
+
+class FacesData(FileSource):
+    kind: Literal["faces"]
+    source: Literal["procedural", "file"] = "procedural"   # the Basel renders are not downloadable
+    file: Path | None = None
+    md5: Md5 | None = None                                  # checked when given
+    identities: Annotated[int, Field(ge=1, le=50)] = 50     # keep the first k of the 50 (k × 2,541 images)
+
+
+def _drive(file_id: str) -> str:
+    return f"https://drive.google.com/uc?export=download&id={file_id}"
+
+
+class CelebaData(FileSource):
+    """CelebA from the official Google Drive files (or a mirror), or `file`: the zip or an extracted folder
+    (Kaggle's nested layout too). Attributes and partition are read when present; with `file`, they are
+    looked for beside it unless given."""
+    kind: Literal["celeba"]
+    source: Literal["download", "file"] = "download"
+    url: Url = _drive("0B7EVK8r0v71pZjFTYXZWM3FlRnM")
+    md5: Md5 = "00d2c5bc6d35e252742224ab0c1e8fcb"
+    file: Path | None = None
+    attributes_url: Url | None = _drive("0B7EVK8r0v71pblRyaVFSWGxPY0U")
+    attributes_md5: Md5 = "75e246fa4810816ffd6ee81facbd244c"
+    attributes: Path | None = None
+    partition_url: Url | None = _drive("0B7EVK8r0v71pY0NSMzRuSXJEVkk")
+    partition_md5: Md5 = "d32c9cbf5e040fd4025c592c306e6668"
+    partition: Path | None = None
+    limit: PositiveInt | None = None            # only the first `limit` images (quick runs)
+
+
+DataSpec = Annotated[Union[DspritesData, FacesData, CelebaData], Field(discriminator="kind")]
+
+
+
+# ---- train, sweep, compute ----
+
+Arch = Literal["mlp", "conv"]
+Method = Literal["betavae", "tcvae", "factorvae"]
+
+
+class Anneal(Strict):
+    """The original code's schedules, off (0) by default."""
+    beta_warmup_steps: Annotated[int, Field(ge=0)] = 0   # β rises linearly from 0 over this many steps
+    dimwise_kl_steps: Annotated[int, Field(ge=0)] = 0    # γ (dim-wise KL weight) rises linearly from 0
+
+
+class DiscriminatorParams(Strict):
+    """FactorVAE's critic optimiser (Kim & Mnih 2018: Adam 1e-4, betas 0.5, 0.9)."""
+    lr: PositiveFloat = 1e-4
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.5, 0.9)
+
+
+class TrainParams(Strict):
+    steps: PositiveInt | None = None            # optimisation steps; or give `epochs`
+    epochs: PositiveFloat | None = None
+    batch_size: Annotated[int, Field(ge=2, le=65536)] = 256
+    lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    latents: Annotated[int, Field(ge=1, le=512)] = 10
+    mlp_width: Annotated[int, Field(ge=8, le=8192)] = 1200   # the MLP's hidden units (paper: 1200)
+    arch: dict[str, Arch] = {"dsprites": "mlp", "faces": "conv", "celeba": "conv"}   # by data set name, else kind
+    estimator: Literal["mss", "mws"] = "mss"
+    alpha: NonNegativeFloat = 1.0               # β-TCVAE's weight on the index-code MI
+    gamma: NonNegativeFloat = 1.0               # β-TCVAE's weight on the dimension-wise KL
+    anneal: Anneal = Anneal()
+    discriminator: DiscriminatorParams = DiscriminatorParams()
+    log_every: PositiveInt = 50                 # history.csv row (and MI/TC for every method) every k steps
+
+    @model_validator(mode="after")
+    def _one_length(self):
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of `steps` and `epochs`")
+        return self
+
+
+class ComputeParams(Strict):
+    """How runs are computed, not what they compute: no stage depends on it, so changing it never
+    invalidates a trained or cached run."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"     # auto: CUDA when available, else CPU
+    checkpoint_minutes: PositiveFloat = 2.0
+    checkpoint_every_steps: PositiveInt | None = None   # also checkpoint every k steps (tests, debugging)
+
+
+Weight = Annotated[Union[StrictInt, StrictFloat], Field(ge=0, le=1e6, allow_inf_nan=False)]
+Seed = Annotated[StrictInt, Field(ge=0, lt=2**32)]
+
+
+def beta_name(beta: float) -> str:
+    """β as run folders and DVC's stage names spell it: 6, 0.5 (Python's str of the number, 6.0 as 6)."""
+    return str(int(beta)) if float(beta).is_integer() else str(float(beta))
+
+
+def _unique(name: str, values: list) -> list:
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+        raise ValueError(f"{seen[0]!r} is listed twice: each {name} names one run per combination")
+    return values
+
+
+class SweepParams(Strict):
+    """The run matrix: every combination is one train / evaluate run (dvc.yaml's `matrix`)."""
+    datasets: Annotated[list[str], Field(min_length=1)]
+    methods: Annotated[list[Method], Field(min_length=1)]
+    betas: Annotated[list[Weight], Field(min_length=1)]
+    seeds: Annotated[list[Seed], Field(min_length=1)]
+
+    @field_validator("datasets", "methods", "betas", "seeds")
+    @classmethod
+    def _no_repeats(cls, values: list, info) -> list:
+        return _unique(info.field_name.removesuffix("s"), values)
+
+    @field_validator("betas")
+    @classmethod
+    def _one_spelling(cls, betas: list) -> list:
+        for b in betas:   # DVC names run folders from the value as written: 6.0 would be beta6.0, not beta6
+            if isinstance(b, float) and b.is_integer():
+                raise ValueError(f"write {b!r} as {int(b)}: runs are named beta{int(b)}")
+        return betas
+
+
+# ---- evaluate ----
+
+class EvaluateParams(Strict):
+    n_samples: Annotated[int, Field(ge=100, le=1_000_000)] = 10_000   # posterior samples per entropy estimate
+    batch_size: PositiveInt = 2048                                     # encoding batch
+    discrete_bins: Annotated[int, Field(ge=2, le=1000)] = 20           # mig_discrete (disentanglement_lib)
+    active_threshold: Annotated[float, Field(gt=0)] = 0.01             # Var_n(mu_j) above this: an active unit
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
+
+# ---- plot ----
+
+class PlotParams(Strict):
+    traversal_range: PositiveFloat = 3.0                      # ±k prior standard deviations (the paper: 3; CelebA: 6)
+    traversal_steps: Annotated[int, Field(ge=3, le=21)] = 9
+    image: NonNegativeInt = 0                                  # index of the image whose posterior mean is traversed
+    reconstructions: Annotated[int, Field(ge=1, le=32)] = 8
+    unused_below: PositiveFloat = 0.1                          # a latent with KL below this (nats) is marked unused
+    max_images: Annotated[int, Field(ge=1000)] = 50_000        # latents-against-factors averages over at most this many
+    attribute_range: PositiveFloat = 6.0                       # data sets with attributes (CelebA): ±k, as the paper
+    attribute_latents: Annotated[int, Field(ge=1)] = 15        # …for the latents with the largest KL
+
+
+
+# ---- the whole file ----
+
+class Params(Strict):
+    data: dict[Name, DataSpec]
+    train: TrainParams
+    sweep: SweepParams
+    evaluate: EvaluateParams = EvaluateParams()
+    plot: PlotParams = PlotParams()
+    compute: ComputeParams = ComputeParams()
+
+    @model_validator(mode="after")
+    def _honest_names(self):
+        for name, spec in self.data.items():
+            if spec.kind == "faces" and spec.source == "procedural" and not name.endswith("-procedural"):
+                raise ValueError(f"data.{name}: procedural faces are a stand-in for the Basel renders; "
+                                 f"name the data set '{name}-procedural'")
+        return self
+
+    @model_validator(mode="after")
+    def _sweep_names_data(self):
+        for name in self.sweep.datasets:
+            if name not in self.data:
+                raise ValueError(f"sweep.datasets: '{name}' is not a key of `data` ({', '.join(self.data)})")
+        return self
