@@ -1,32 +1,53 @@
-"""`tcvae stage aggregate`: the sweep's eval.json files → data/metrics/runs.csv and summary.json."""
+"""`tcvae stage aggregate`: the sweep's runs → data/metrics/ (their small files, runs.csv, summary/), printed.
+
+With `--results FOLDER` it summarises a result set that is already collected (data/results/<name>/)."""
 
 from __future__ import annotations
 
 import itertools
-import json
+import os
+import shutil
 from pathlib import Path
 
+import typer
+
 from stages.options import ParamsOption
-from stages.params import load_params, run_dir
+from stages.params import METRICS, load_params, run_dir
+from tcvae.errors import UserError
 
 
-def command(params: ParamsOption = Path("params.yaml")) -> None:
-    """Collect exactly the runs that `sweep` lists (never a glob: a shrunk sweep's old runs are ignored)."""
-    from tcvae import results
-    from tcvae.errors import UserError
-    from tcvae.io import write_json
+def command(params: ParamsOption = Path("params.yaml"),
+            results: Path = typer.Option(None, help="summarise this result folder instead of collecting the sweep")) -> None:
+    """Collect exactly the runs that `sweep` lists (never a glob: a shrunk sweep's old runs are ignored) and
+    print them; a run not evaluated stops it, a run evaluated before its model was retrained is named stale."""
+    from rich.console import Console
 
-    p = load_params(params)
-    s = p.sweep
-    rows, missing = [], []
-    for dataset, method, beta, seed in itertools.product(s.datasets, s.methods, s.betas, s.seeds):
-        path = run_dir(dataset, method, beta, seed) / "eval.json"
-        if path.is_file():
-            rows.append(results.row(json.loads(path.read_text())))
-        else:
-            missing.append(str(path))
+    from tcvae import results as r
+
+    console = Console(stderr=True)
+    if results is not None:
+        if not (results / "runs").is_dir():
+            raise UserError(f"{results}/runs: no such folder; a result folder holds runs/<dataset>/<method>/…")
+        rows = r.summarise_folder(results)
+        console.print(r.table(rows, f"{results}: {len(rows)} runs"))
+        return
+    s = load_params(params).sweep
+    runs = [(run_dir(*c), r.run_path(*c)) for c in itertools.product(s.datasets, s.methods, s.betas, s.seeds)]
+    missing = [str(src / "eval.json") for src, _ in runs if not (src / "eval.json").is_file()]
     if missing:
         raise UserError(f"{len(missing)} run(s) of the sweep are not evaluated, e.g. {missing[0]}\n"
                         f"  run `dvc repro` (or `tcvae stage evaluate …` for each)")
-    results.write_rows(Path("data/metrics/runs.csv"), rows)
-    write_json(Path("data/metrics/summary.json"), results.summarise(rows))
+    stale = [str(src) for src, _ in runs if (src / "model.pt").is_file()
+             and (src / "model.pt").stat().st_mtime > (src / "eval.json").stat().st_mtime]
+    tmp = METRICS / f".runs.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for src, rel in runs:
+            r.copy_run(src, tmp / rel)
+        METRICS.mkdir(parents=True, exist_ok=True)
+        r.replace_dir(tmp, METRICS / "runs")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    rows = r.summarise_folder(METRICS)
+    console.print(r.table(rows, f"{METRICS}: the sweep's {len(rows)} runs (medians over seeds)",
+                          [f"{s} (stale: model.pt is newer than eval.json; rerun evaluate)" for s in stale]))

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import typer
-
-from stages.options import ParamsOption
+from stages.options import DatasetsOption, ParamsOption
 from stages.params import load_params, raw_dir, select
 from tcvae.errors import UserError
 from tcvae.io import write_json
@@ -17,7 +15,7 @@ OFFLINE = ("Alternatives that need no network:\n"
 
 
 def command(params: ParamsOption = Path("params.yaml"),
-            dataset: list[str] = typer.Option(None, "--dataset", help="data set name(s); default: all")) -> None:
+            dataset: DatasetsOption = None) -> None:
     """Download or locate raw files; procedural data sets need none (a source.json records that)."""
     from tcvae.data.download import fetch, md5sum
 

@@ -5,8 +5,10 @@ from typing import Annotated
 
 import typer
 
-ParamsOption = Annotated[Path, typer.Option("--params", help="params file")]
-DatasetOption = Annotated[str, typer.Option(help="data set name (a key of `data`)")]
-MethodOption = Annotated[str, typer.Option(help="betavae | tcvae | factorvae")]
-BetaOption = Annotated[str, typer.Option(help="the method's weight (β; FactorVAE: γ), written as in params")]
-SeedOption = Annotated[int, typer.Option(min=0)]
+ParamsOption = Annotated[Path, typer.Option("--params", metavar="PATH", help="params file")]
+DatasetOption = Annotated[str, typer.Option(metavar="NAME", help="data set name (a key of `data`)")]
+DatasetsOption = Annotated[list[str] | None, typer.Option("--dataset", metavar="NAME",
+                                                           help="data set name (repeat for several); default: all")]
+MethodOption = Annotated[str, typer.Option(metavar="METHOD", help="betavae | tcvae | factorvae")]
+BetaOption = Annotated[str, typer.Option(metavar="BETA", help="the method's weight (β; FactorVAE: γ), a number ≥ 0")]
+SeedOption = Annotated[int, typer.Option(metavar="SEED", min=0, max=2**32 - 1)]

@@ -8,12 +8,14 @@ import difflib
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import yaml
 from pydantic import ValidationError
 
-from stages.schema import Method, Params, beta_name
+from stages.schema import Method, Params
+from tcvae.io import write_json
+from tcvae.results import run_path
 from tcvae.errors import UserError
 
 # ---- where things live (relative to the repository root, where DVC runs stages) ----
@@ -27,9 +29,29 @@ def processed_path(dataset: str) -> Path:
 
 
 def run_dir(dataset: str, method: str, beta: float, seed: int) -> Path:
-    """data/runs/<dataset>/<method>/beta<β>/seed<seed>, β spelt once for all (`beta_name`: beta6, beta0.5),
-    as DVC's matrix spells the sweep's values."""
-    return Path("data/runs") / dataset / method / f"beta{beta_name(beta)}" / f"seed{seed}"
+    """data/runs/<dataset>/<method>/beta<β>/seed<seed>, β spelt once for all (beta6, beta0.5), as DVC's matrix
+    spells the sweep's values."""
+    return Path("data/runs") / run_path(dataset, method, beta, seed)
+
+
+METRICS = Path("data/metrics")      # the workspace sweep's result folder (tcvae.results)
+RESULTS = Path("data/results")      # shipped result sets, one folder each, listed in sets.yaml
+TIMINGS = Path("data/timings")      # wall times per run and stage: not DVC outputs (they differ run to run)
+
+
+def record_timing(run: "Run", stage: str, seconds: float, device: Any) -> None:
+    """data/timings/<run>/<stage>.json: the wall time of this invocation and what it ran on (for provenance)."""
+    import datetime
+    import platform
+
+    import torch
+
+    cuda = device.type == "cuda"
+    write_json(TIMINGS / run_path(run.dataset, run.method, run.beta, run.seed) / f"{stage}.json", {
+        "seconds": round(seconds, 2), "device": device.type, "device_count": torch.cuda.device_count() if cuda else 1,
+        "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
+        "date": datetime.date.today().isoformat()})
 
 
 def select(p: Params, names: list[str] | None) -> list[str]:

@@ -1,55 +1,60 @@
-"""`tcvae stage plot`: the aggregate and the trained models → data/figures/ (PNG + PDF)."""
+"""`tcvae stage plot`: a result folder's small files → figures (PNG + PDF). No model, no data set, no torch."""
 
 from __future__ import annotations
 
-import itertools
+import csv
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
+
+import typer
+
 from stages.options import ParamsOption
-from stages.params import load_params, need, processed_path, run_dir
+from stages.params import METRICS, load_params, need
 
 
-def command(params: ParamsOption = Path("params.yaml")) -> None:
-    """Draw MIG against β, TC against MIG, and per run: traversals, reconstructions, latents against factors."""
-    import json
+def command(params: ParamsOption = Path("params.yaml"),
+            results: Path = typer.Option(METRICS, help="result folder: data/metrics (the sweep) or data/results/<name>"),
+            out: Path = typer.Option(Path("data/figures"), help="where the figures go")) -> None:
+    """Draw MIG against β, TC against MIG, and per run: traversals, reconstructions, latents against factors,
+    learning curves."""
+    from tcvae import plots
+    from tcvae.results import read_rows
 
-    import numpy as np
-
-    from tcvae import data, plots, results
-    from tcvae.evaluate import encode
-    from tcvae.train import load_model
-
-    p = load_params(params)
-    out = Path("data/figures")
-    rows = results.read_rows(need(Path("data/metrics/runs.csv"), "aggregate", "…"))
+    cfg = load_params(params).plot
+    rows = read_rows(need(results / "runs.csv", "aggregate", "…"))
     plots.mig_vs_beta(rows, out / "mig_vs_beta")
     plots.tc_vs_mig(rows, out / "tc_vs_mig")
-    s, cfg = p.sweep, p.plot
-    for dataset in s.datasets:
-        ds = data.load(need(processed_path(dataset), "preprocess", dataset))
-        pick = np.sort(np.random.default_rng(0).permutation(len(ds))[:cfg.max_images])
-        subset = data.Dataset(ds.name, ds.stored[pick], ds.image_shape, ds.packed,
-                              None if ds.factors is None else ds.factors[pick],
-                              None if ds.factor_values is None else ds.factor_values[pick],
-                              ds.factor_names, ds.factor_sizes, ds.metric_factors, ds.source)
-        shown = ds.batch(np.linspace(0, len(ds) - 1, cfg.reconstructions).astype(int))
-        image = ds.batch(np.array([min(cfg.image, len(ds) - 1)]))[0]
-        for method, beta, seed in itertools.product(s.methods, s.betas, s.seeds):
-            run = run_dir(dataset, method, beta, seed)
-            ev = json.loads(need(run / "eval.json", "evaluate", dataset).read_text())
-            model, _ = load_model(need(run / "model.pt", "train", dataset))
-            where = out / "runs" / dataset / method / f"beta{beta}" / f"seed{seed}"
-            name = f"{dataset}: {plots.LABELS[method]}, {plots.WEIGHT[method]} = {beta}, seed {seed}"
-            plots.traversals(model, image, ev["kl_per_latent"], where / "traversals", name, cfg.traversal_range,
-                             cfg.traversal_steps, cfg.unused_below)
-            plots.reconstructions(model, shown, where / "reconstructions", name)
-            if ds.attributes is not None:
-                mu, _, _ = encode(model, subset, decode=False)
-                plots.traversals_by_attribute(model, image, ev["kl_per_latent"], mu.numpy(), ds.attributes[pick],
-                                              ds.attribute_names, where / "traversals_by_attribute", name,
-                                              cfg.attribute_range, cfg.traversal_steps, cfg.attribute_latents)
-            if ds.factors is not None:
-                mu, _, _ = encode(model, subset, decode=False)
-                plots.latents_vs_factors(mu.numpy(), subset.factors, ds.factor_names, subset.factor_values,
-                                         ev["kl_per_latent"], where / "latents_vs_factors",
-                                         name + (f" (a {len(pick):,}-image sample)" if len(pick) < len(ds) else ""),
-                                         cfg.unused_below)
+    jobs = [(results, out, r, cfg.unused_below) for r in rows]
+    if len(jobs) > 1 and (os.cpu_count() or 1) > 1:     # runs are independent: draw them on every core
+        with ProcessPoolExecutor(min(os.cpu_count(), len(jobs)), mp_context=get_context("fork")) as pool:
+            list(pool.map(_draw_run, jobs))
+    else:
+        for job in jobs:
+            _draw_run(job)
+
+
+def _draw_run(job: tuple) -> None:
+    """One run's figures: traversals, reconstructions, latents against factors, learning curves (and CelebA's
+    attribute-named traversals)."""
+    from tcvae import plots
+    from tcvae.figure_data import read
+    from tcvae.results import run_path
+
+    results, out, r, unused_below = job
+    rel = run_path(r["dataset"], r["method"], r["beta"], r["seed"])
+    kl = json.loads(need(results / "runs" / rel / "eval.json", "evaluate", r["dataset"]).read_text())["kl_per_latent"]
+    fd = read(need(results / "runs" / rel / "figures.h5", "evaluate", r["dataset"]))
+    where = out / "runs" / rel
+    name = f"{r['dataset']}: {plots.LABELS[r['method']]}, {plots.WEIGHT[r['method']]} = {r['beta']:g}, seed {r['seed']}"
+    plots.traversals(fd, kl, where / "traversals", name, unused_below)
+    plots.reconstructions(fd, where / "reconstructions", name)
+    if fd.factors:
+        plots.latents_vs_factors(fd, kl, where / "latents_vs_factors", name, unused_below)
+    with open(need(results / "runs" / rel / "history.csv", "train", r["dataset"]), newline="") as f:
+        history = [{k: float(v) for k, v in h.items()} for h in csv.DictReader(f)]
+    plots.learning_curves(history, where / "learning_curves", name)
+    if fd.attributes is not None:
+        plots.traversals_by_attribute(fd, kl, where / "traversals_by_attribute", name)

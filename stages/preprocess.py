@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import typer
-
-from stages.options import ParamsOption
+from stages.options import DatasetsOption, ParamsOption
 from stages.params import load_params, processed_path, raw_dir, select
 from tcvae.errors import UserError
 
 
 def command(params: ParamsOption = Path("params.yaml"),
-            dataset: list[str] = typer.Option(None, "--dataset", help="data set name(s); default: all")) -> None:
+            dataset: DatasetsOption = None) -> None:
     """Render or convert each data set into one HDF5 file (written atomically)."""
     from tcvae.data import celeba, dsprites, faces
 

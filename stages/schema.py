@@ -12,6 +12,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativ
                       StrictFloat, StrictInt, field_validator, model_validator)
 
 
+
 class Strict(BaseModel):
     """Every params section: unknown keys are refused, values are immutable once validated."""
 
@@ -139,11 +140,6 @@ Weight = Annotated[Union[StrictInt, StrictFloat], Field(ge=0, le=1e6, allow_inf_
 Seed = Annotated[StrictInt, Field(ge=0, lt=2**32)]
 
 
-def beta_name(beta: float) -> str:
-    """β as run folders and DVC's stage names spell it: 6, 0.5 (Python's str of the number, 6.0 as 6)."""
-    return str(int(beta)) if float(beta).is_integer() else str(float(beta))
-
-
 def _unique(name: str, values: list) -> list:
     seen = [v for i, v in enumerate(values) if v in values[:i]]
     if seen:
@@ -183,18 +179,21 @@ class EvaluateParams(Strict):
 
 
 
-# ---- plot ----
-
-class PlotParams(Strict):
-    traversal_range: PositiveFloat = 3.0                      # ±k prior standard deviations (the paper: 3; CelebA: 6)
+class FiguresParams(Strict):
+    """What `evaluate` computes for each run's figures (figures.h5): it shapes the arrays, so evaluate depends on it."""
+    traversal_range: Annotated[float, Field(gt=0, le=50)] = 3.0   # ±k prior standard deviations (the paper: 3)
     traversal_steps: Annotated[int, Field(ge=3, le=21)] = 9
     image: NonNegativeInt = 0                                  # index of the image whose posterior mean is traversed
     reconstructions: Annotated[int, Field(ge=1, le=32)] = 8
-    unused_below: PositiveFloat = 0.1                          # a latent with KL below this (nats) is marked unused
-    max_images: Annotated[int, Field(ge=1000)] = 50_000        # latents-against-factors averages over at most this many
-    attribute_range: PositiveFloat = 6.0                       # data sets with attributes (CelebA): ±k, as the paper
+    attribute_range: Annotated[float, Field(gt=0, le=50)] = 6.0   # data sets with attributes (CelebA): ±k, as the paper
     attribute_latents: Annotated[int, Field(ge=1)] = 15        # …for the latents with the largest KL
 
+
+# ---- plot ----
+
+class PlotParams(Strict):
+    """Drawing only: nothing here changes a number."""
+    unused_below: Annotated[float, Field(gt=0, le=1e3)] = 0.1  # a latent with KL below this (nats) is marked unused
 
 
 # ---- the whole file ----
@@ -204,6 +203,7 @@ class Params(Strict):
     train: TrainParams
     sweep: SweepParams
     evaluate: EvaluateParams = EvaluateParams()
+    figures: FiguresParams = FiguresParams()
     plot: PlotParams = PlotParams()
     compute: ComputeParams = ComputeParams()
 

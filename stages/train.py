@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
 from stages.options import BetaOption, DatasetOption, MethodOption, ParamsOption, SeedOption
-from stages.params import need, open_run, processed_path
+from stages.params import need, open_run, processed_path, record_timing
 
 
 def command(dataset: DatasetOption, method: MethodOption, beta: BetaOption, seed: SeedOption = 0,
             params: ParamsOption = Path("params.yaml")) -> None:
     """Train one model; resumes from data/runs/…/checkpoint.pt after an interruption."""
     from tcvae import data
-    from tcvae.train import fit
+    from tcvae.train import fit, pick_device
 
+    start = time.monotonic()
     run = open_run(params, dataset, method, beta, seed)
     p, c = run.params, run.params.compute
     ds = data.load(need(processed_path(dataset), "preprocess", dataset))
@@ -21,3 +24,4 @@ def command(dataset: DatasetOption, method: MethodOption, beta: BetaOption, seed
               "data": p.data[dataset].model_dump(mode="json"), "train": p.train.model_dump(mode="json")}
     fit(ds, p.train, method=method, beta=run.beta, seed=seed, arch=arch, out=run.dir, record=record,
         device=c.device, checkpoint_minutes=c.checkpoint_minutes, checkpoint_every_steps=c.checkpoint_every_steps)
+    record_timing(run, "train", time.monotonic() - start, pick_device(c.device))

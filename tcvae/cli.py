@@ -8,15 +8,16 @@ import sys
 
 import typer
 
-from stages import aggregate, download, evaluate, plan, plot, preprocess, train
+from stages import aggregate, download, evaluate, plan, plot, preprocess, results, train
 
 app = typer.Typer(help="β-TCVAE, reproduced: data → train → evaluate → figures.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
-stage = typer.Typer(help="Pipeline stages (run by `dvc repro`; each takes --params).", no_args_is_help=True)
+                  pretty_exceptions_enable=False, rich_markup_mode=None)
+stage = typer.Typer(help="Pipeline stages (run by `dvc repro`; each takes --params).", no_args_is_help=True,
+                    rich_markup_mode=None)
 bench = typer.Typer(help="Speed benchmarks: ratios against a straightforward baseline, same process.",
-                    no_args_is_help=True)
+                    no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(stage, name="stage")
-sweep = typer.Typer(help="The run matrix of `sweep:` in params.", no_args_is_help=True)
+sweep = typer.Typer(help="The run matrix of `sweep:` in params.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(bench, name="bench")
 app.add_typer(sweep, name="sweep")
 
@@ -27,6 +28,26 @@ stage.command("evaluate")(evaluate.command)
 stage.command("aggregate")(aggregate.command)
 stage.command("plot")(plot.command)
 sweep.command("plan")(plan.command)
+shown = typer.Typer(help="Results: print them again, list the shipped result sets, export the sweep as one.",
+                    no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(shown, name="results")
+shown.command("show")(results.show)
+shown.command("list")(results.list_sets)
+shown.command("export")(results.export)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"tcvae {version('tcvae')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")) -> None:
+    """β-TCVAE, reproduced: data → train → evaluate → figures."""
 
 
 @bench.command("data")

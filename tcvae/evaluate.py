@@ -1,4 +1,5 @@
-"""Evaluating a trained model on its whole data set: ELBO, MIG (both variants), the KL decomposition."""
+"""Evaluating a trained model on its whole data set: ELBO, MIG (both variants), the KL decomposition, and the
+arrays its figures draw (tcvae.figure_data)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from tcvae import metrics
 from tcvae.data import Dataset
+from tcvae.figure_data import FigureData, attribute_labels, factor_tables, to_uint8
 from tcvae.models import VAE
 from tcvae.objectives import kl_normal, log_bernoulli
 from tcvae.progress import progress
@@ -36,9 +38,11 @@ def encode(model: VAE, data: Dataset, batch_size: int = 2048, device: str | torc
 
 
 def evaluate(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: int = 2048, n_bins: int = 20,
-             active_threshold: float = 0.01, seed: int = 0, device: str | torch.device = "cpu") -> dict[str, Any]:
+             active_threshold: float = 0.01, seed: int = 0, device: str | torch.device = "cpu",
+             figures: Any = None) -> tuple[dict[str, Any], FigureData | None]:
     """Everything `eval.json` holds: the full-data ELBO = E log p(x|z) − KL (nats per image, KL analytic),
-    the KL decomposition, active units and, where the data set has factors, MIG on its metric factors."""
+    the KL decomposition, active units and, where the data set has factors, MIG on its metric factors; and,
+    given `figures` (the validated `figures` params), what the run's figures draw."""
     mu, logvar, log_px = encode(model, data, batch_size, device, seed)
     kl_per_latent = kl_normal(mu, logvar)
     kl = kl_per_latent.sum(1)
@@ -54,4 +58,41 @@ def evaluate(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: 
         out["metric_factors"] = list(data.metric_factors)
         out["mig"] = metrics.mig(mu, logvar, factors, n_samples=n_samples, seed=seed).as_dict()
         out["mig_discrete"] = metrics.mig_discrete(mu.numpy(), factors, n_bins=n_bins).as_dict()
-    return out
+    drawn = None if figures is None else figure_data(model, data, mu.numpy(), out["kl_per_latent"], figures, device)
+    return out, drawn
+
+
+@torch.no_grad()
+def figure_data(model: VAE, data: Dataset, mu: np.ndarray, kl_per_latent: list[float], cfg: Any,
+                device: str | torch.device = "cpu") -> FigureData:
+    """The arrays every figure of this run draws (tcvae.figure_data): traversals of each latent around the
+    posterior mean of image `cfg.image`, reconstructions of `cfg.reconstructions` images spread over the data set,
+    the latents-against-factors tables and, for data sets with attributes, attribute-named traversals.
+    mu: the posterior means (N, D) of the whole data set."""
+    model.eval()
+    image = min(cfg.image, len(data) - 1)
+    offsets = np.linspace(-cfg.traversal_range, cfg.traversal_range, cfg.traversal_steps)
+    shown = data.batch(np.linspace(0, len(data) - 1, cfg.reconstructions).astype(int), device)
+    recon = torch.sigmoid(model.decode(model.encode(shown)[0]))
+    d = FigureData(traversals=_traverse(model, mu[image], range(mu.shape[1]), offsets, device), offsets=offsets,
+                   image=image, originals=to_uint8(shown.cpu()), reconstructions=to_uint8(recon.cpu()))
+    if data.factors is not None:
+        d.factors, d.groups, d.position = factor_tables(mu, data.factors, data.factor_names, data.factor_values)
+    if data.attributes is not None:
+        best, corr = attribute_labels(mu, data.attributes)
+        top = np.argsort(kl_per_latent)[::-1][:cfg.attribute_latents]
+        wide = np.linspace(-cfg.attribute_range, cfg.attribute_range, cfg.traversal_steps)
+        d.attributes = {"traversals": _traverse(model, mu[image], top, wide, device), "latents": top,
+                        "names": [data.attribute_names[best[j]] for j in top], "correlations": corr[top],
+                        "range": cfg.attribute_range}
+    return d
+
+
+def _traverse(model: VAE, mu: np.ndarray, latents: Any, offsets: np.ndarray, device: str | torch.device) -> np.ndarray:
+    """Decoded images uint8 (len(latents), S, C, H, W): latent j of `mu` (D,) moved by each offset, the rest held."""
+    rows = []
+    for j in latents:
+        z = torch.as_tensor(mu, dtype=torch.float32, device=device).repeat(len(offsets), 1)
+        z[:, j] += torch.as_tensor(offsets, dtype=torch.float32, device=device)
+        rows.append(to_uint8(torch.sigmoid(model.decode(z)).cpu()))
+    return np.stack(rows)

@@ -1,5 +1,7 @@
-"""The paper's figures: MIG against β, TC against MIG, latent traversals, latents against factors,
-reconstructions. Each function draws one figure and saves it as PNG and PDF (atomically)."""
+"""The paper's figures, drawn from small files only (runs.csv and each run's figures.h5; no torch, no model, no
+data set): MIG against β, TC against MIG, latent traversals, reconstructions, latents against factors.
+Each function draws one figure and saves it as PNG (the sweep's figures also as PDF), atomically and without a
+creation date, so that the same data give the same bytes."""
 
 from __future__ import annotations
 
@@ -11,150 +13,126 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
+from tcvae.figure_data import FigureData  # noqa: E402
 from tcvae.io import atomic_path  # noqa: E402
+from tcvae.results import beta_name, spearman  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette
 COLORS = {"betavae": "#0072B2", "tcvae": "#D55E00", "factorvae": "#009E73"}
 LABELS = {"betavae": "β-VAE", "tcvae": "β-TCVAE", "factorvae": "FactorVAE"}
 WEIGHT = {"betavae": "β", "tcvae": "β", "factorvae": "γ"}
 MARKERS = {"betavae": "o", "tcvae": "D", "factorvae": "^"}   # shapes too, so that equal results stay visible
+SHIFT = {"betavae": -1, "tcvae": 0, "factorvae": 1}          # methods side by side at each β
 
 
-def save(fig: plt.Figure, path: Path) -> None:
-    """Write `path` (.png) and its .pdf twin, each appearing complete or not at all."""
-    for target in (path.with_suffix(".png"), path.with_suffix(".pdf")):
+def save(fig: plt.Figure, path: Path, dpi: int = 150, pdf: bool = False) -> None:
+    """Write `path` (.png) and, with `pdf`, its .pdf twin, each appearing complete or not at all. (Per-run figures
+    are PNG only: drawing twice would double the plot stage's time.)"""
+    for target in [path.with_suffix(".png")] + ([path.with_suffix(".pdf")] if pdf else []):
+        metadata = {"CreationDate": None} if target.suffix == ".pdf" else {}
         with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=target.suffix[1:], dpi=150, bbox_inches="tight")
+            fig.savefig(tmp, format=target.suffix[1:], dpi=dpi, metadata=metadata)
     plt.close(fig)
 
 
-def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
-    """One panel per data set: every run as a point, each method's median per β as a line (paper Fig. 4)."""
+def _panels(rows: list[dict[str, Any]]) -> tuple[plt.Figure, list[tuple[plt.Axes, str, list[dict[str, Any]]]]]:
+    """One panel per data set with MIG: (figure, [(axes, data set, its runs)])."""
     datasets = sorted({r["dataset"] for r in rows if r["mig"] is not None})
-    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 4), squeeze=False,
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5.2 * max(1, len(datasets)), 4.2), squeeze=False,
                              layout="constrained")
-    for ax, dataset in zip(axes[0], datasets):
-        runs = [r for r in rows if r["dataset"] == dataset and r["mig"] is not None]
-        for method in sorted({r["method"] for r in runs}, key=list(COLORS).index):
+    return fig, [(ax, d, [r for r in rows if r["dataset"] == d and r["mig"] is not None])
+                 for ax, d in zip(axes[0], datasets)]
+
+
+def _methods(runs: list[dict[str, Any]]) -> list[str]:
+    return sorted({r["method"] for r in runs}, key=list(COLORS).index)
+
+
+def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
+    """Per data set (paper Fig. 4): every run as a hollow marker, each method's median over seeds per β as a filled
+    one with its quartiles as a bar; methods sit side by side at each β, and nothing is drawn between βs."""
+    fig, panels = _panels(rows)
+    for ax, dataset, runs in panels:
+        betas = sorted({r["beta"] for r in runs})
+        log = min(betas) > 0
+        for method in _methods(runs):
             mine = [r for r in runs if r["method"] == method]
-            betas = sorted({r["beta"] for r in mine})
-            ax.scatter([r["beta"] for r in mine], [r["mig"] for r in mine], color=COLORS[method], alpha=0.45, s=22)
-            ax.plot(betas, [np.median([r["mig"] for r in mine if r["beta"] == b]) for b in betas],
-                    color=COLORS[method], marker=MARKERS[method], label=f"{LABELS[method]} (median)")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted({r["beta"] for r in runs}), [f"{b:g}" for b in sorted({r["beta"] for r in runs})])
+            at = {b: [r["mig"] for r in mine if r["beta"] == b] for b in sorted({r["beta"] for r in mine})}
+            x = {b: _shifted(b, SHIFT[method], log, betas) for b in at}
+            ax.scatter([x[r["beta"]] for r in mine], [r["mig"] for r in mine], s=26, facecolors="none",
+                       edgecolors=COLORS[method], marker=MARKERS[method], linewidths=1, alpha=0.8)
+            q1, med, q3 = (np.array([np.percentile(at[b], q) for b in at]) for q in (25, 50, 75))
+            seeds = max(len(v) for v in at.values())
+            ax.errorbar([x[b] for b in at], med, yerr=[med - q1, q3 - med] if seeds > 1 else None, fmt=MARKERS[method],
+                        color=COLORS[method], markersize=7, capsize=3, linestyle="none",
+                        label=f"{LABELS[method]}: median" + (" and quartiles" if seeds > 1 else "") + f" ({len(mine)} runs)")
+        if log:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(betas, [beta_name(b) for b in betas])
         ax.minorticks_off()
-        ax.set(title=dataset, xlabel="β (FactorVAE: γ), log scale", ylabel="MIG (0–1, higher is more disentangled)")
-        ax.set_ylim(bottom=0)
+        ax.set(title=dataset, xlabel="β (FactorVAE: γ)" + (", log scale" if log else ""),
+               ylabel="MIG (0–1, higher is more disentangled)")
+        ax.set_ylim(bottom=0, top=max(0.1, 1.15 * max(r["mig"] for r in runs)))
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle("Disentanglement (MIG) against the regularisation weight; points are runs")
-    save(fig, path)
+        ax.legend(fontsize=8, title="hollow: single runs", title_fontsize=8)
+    fig.suptitle("Disentanglement (MIG) against the regularisation weight")
+    save(fig, path, pdf=True)
+
+
+def _shifted(beta: float, k: int, log: bool, betas: list[float]) -> float:
+    """β moved a little sideways for method k (−1, 0, 1), so that equal results stay visible."""
+    if log:
+        return beta * 2 ** (0.06 * k)
+    return beta + 0.02 * k * (max(betas) - min(betas) or 1)
 
 
 def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
-    """Per data set: each method × β as its mean TC (log x) against mean MIG, marker size growing with β,
-    Pearson ρ over runs per method in the legend (paper Fig. 6)."""
-    datasets = sorted({r["dataset"] for r in rows if r["mig"] is not None})
-    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 4), squeeze=False,
-                             layout="constrained")
-    for ax, dataset in zip(axes[0], datasets):
-        runs = [r for r in rows if r["dataset"] == dataset and r["mig"] is not None]
+    """Per data set (paper Fig. 6): each run's total correlation (log x) against its MIG, marker size growing with
+    β, and Spearman's ρ per method in the legend (not given below 3 distinct points)."""
+    fig, panels = _panels(rows)
+    for ax, dataset, runs in panels:
         all_betas = sorted({r["beta"] for r in runs})
-        for method in sorted({r["method"] for r in runs}, key=list(COLORS).index):
+        size = {b: 25 + 140 * i / max(1, len(all_betas) - 1) for i, b in enumerate(all_betas)}
+        for method in _methods(runs):
             mine = [r for r in runs if r["method"] == method]
-            tc = np.array([max(r["tc"], 1e-3) for r in mine])
-            rho = np.corrcoef(np.log(tc), [r["mig"] for r in mine])[0, 1] if len(mine) > 2 else float("nan")
-            betas = sorted({r["beta"] for r in mine})
-            x = [np.mean([max(r["tc"], 1e-3) for r in mine if r["beta"] == b]) for b in betas]
-            y = [np.mean([r["mig"] for r in mine if r["beta"] == b]) for b in betas]
-            sizes = [30 + 150 * all_betas.index(b) / max(1, len(all_betas) - 1) for b in betas]
-            ax.scatter(x, y, s=sizes, color=COLORS[method], marker=MARKERS[method], alpha=0.8, edgecolor="black",
-                       linewidth=0.5, label=f"{LABELS[method]}  ρ = {rho:.2f}")
+            rho = spearman([r["tc"] for r in mine], [r["mig"] for r in mine])
+            note = f"ρ = {rho:+.2f}" if rho is not None else "ρ not meaningful (< 3 distinct points)"
+            ax.scatter([max(r["tc"], 1e-3) for r in mine], [r["mig"] for r in mine], s=[size[r["beta"]] for r in mine],
+                       color=COLORS[method], marker=MARKERS[method], alpha=0.75, edgecolor="black", linewidth=0.5,
+                       label=f"{LABELS[method]}: {note}")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set(title=dataset, xlabel="total correlation of q(z) (nats, log scale; ≤ 0.001 drawn at 0.001)",
                ylabel="MIG")
         ax.grid(alpha=0.3)
-        ax.legend(title="Pearson ρ(log TC, MIG) over runs")
-    fig.suptitle("Total correlation against MIG per method and β (larger markers: larger β)")
-    save(fig, path)
+        methods = ax.legend(fontsize=8, loc="upper right", title="Spearman ρ(TC, MIG) over runs", title_fontsize=8)
+        ax.add_artist(methods)
+        handles = [ax.scatter([], [], s=size[b], color="grey", edgecolor="black", linewidth=0.5) for b in all_betas]
+        ax.legend(handles, [beta_name(b) for b in all_betas], title="β (γ)", fontsize=7, title_fontsize=8,
+                  loc="lower left", labelspacing=1.1, borderpad=0.8)
+    fig.suptitle("Total correlation against MIG (one marker per run; larger markers: larger β)")
+    save(fig, path, pdf=True)
 
 
-@torch.no_grad()
-def traversals(model, image: torch.Tensor, kl_per_latent: Sequence[float], path: Path, title: str, k: float = 3.0,
-               steps: int = 9, unused_below: float = 0.1, labels: Sequence[str] | None = None,
-               rows: Sequence[int] | None = None) -> None:
-    """One row per latent, ordered by KL (largest first): z_j swept from −k to +k around the posterior mean
-    of `image` (C, H, W), the others held at their means; rows of unused latents (KL < `unused_below`
-    nats) are marked. `labels` optionally names each latent; `rows` restricts the figure to some latents."""
-    mu, _ = model.encode(image[None])
-    order = [j for j in np.argsort(kl_per_latent)[::-1] if rows is None or j in set(rows)]
-    offsets = torch.linspace(-k, k, steps)
-    tiles = []
-    for j in order:
-        z = mu.repeat(steps, 1)
-        z[:, j] += offsets
-        tiles.append(torch.sigmoid(model.decode(z)).cpu())
-    fig, ax = plt.subplots(figsize=(steps * 0.9, len(order) * 0.95 + 0.8), layout="constrained")
-    unused = [kl_per_latent[j] < unused_below for j in order]
-    names = [f"{labels[j] if labels else f'z{j}'}\nKL {kl_per_latent[j]:.2f}" + ("\n(unused)" if u else "")
-             for j, u in zip(order, unused)]
-    _show_mosaic(ax, torch.stack(tiles), [f"{o:+.1f}" for o in offsets], names)
-    for tick, u in zip(ax.get_yticklabels(), unused):
-        tick.set_color("grey" if u else "black")
-    ax.set_xlabel(f"offset from the posterior mean (prior standard deviations, ±{k:g})", fontsize=9)
-    ax.set_title(title, fontsize=10)
-    save(fig, path)
-
-
-def traversals_by_attribute(model, image: torch.Tensor, kl_per_latent: Sequence[float], mu: np.ndarray,
-                            attributes: np.ndarray, attribute_names: Sequence[str], path: Path, title: str,
-                            k: float = 6.0, steps: int = 9, top: int = 15) -> None:
-    """Traversals (±k) of the `top` latents with the largest KL, each row named after the attribute its
-    posterior mean correlates with most (Pearson r over mu (N, D) and attributes (N, A) of ±1), as the
-    paper named CelebA's dimensions by hand. The labels are also written to `path`.txt."""
-    keep = np.argsort(kl_per_latent)[::-1][:top]
-    a = (attributes - attributes.mean(0)) / np.maximum(attributes.std(0), 1e-8)
-    m = (mu - mu.mean(0)) / np.maximum(mu.std(0), 1e-8)
-    corr = m.T @ a / len(mu)                                                     # (D, A)
-    labels, lines = [], []
-    for j in range(len(kl_per_latent)):
-        best = int(np.argmax(np.abs(corr[j])))
-        labels.append(f"z{j} {attribute_names[best]} ({corr[j, best]:+.2f})")
-        if j in keep:
-            lines.append(f"z{j}\t{attribute_names[best]}\t{corr[j, best]:+.3f}\t{kl_per_latent[j]:.3f}")
-    kl_top = np.full(len(kl_per_latent), -1.0)
-    kl_top[keep] = np.asarray(kl_per_latent)[keep]
-    traversals(model, image, kl_top, path, title + f" — top {len(keep)} latents by KL, named by attribute",
-               k, steps, unused_below=-np.inf, labels=labels, rows=keep)
-    with atomic_path(path.with_suffix(".txt")) as tmp:
-        tmp.write_text("\n".join(sorted(lines, key=lambda l: -float(l.split("\t")[3]))) + "\n")
-
-
-def _hwc(img: torch.Tensor) -> np.ndarray:
-    img = img.numpy()
-    return img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
-
-
-def mosaic(tiles: torch.Tensor, gap: int = 4) -> np.ndarray:
-    """Images (R, K, C, H, W) in [0, 1] as one array of R rows and K columns with white gaps:
-    (R·(H+gap)−gap, K·(W+gap)−gap), with a trailing C axis when C > 1. One image draws much faster than
-    R·K axes."""
+def mosaic(tiles: np.ndarray, gap: int = 4) -> np.ndarray:
+    """Images (R, K, C, H, W) as one array of R rows and K columns with white gaps, values as given (white is the
+    largest value of the dtype for integers, 1 for floats): (R·(H+gap)−gap, K·(W+gap)−gap), with a trailing C axis
+    when C > 1. One image draws much faster than R·K axes."""
     r, k, c, h, w = tiles.shape
-    out = torch.ones(c, r * (h + gap) - gap, k * (w + gap) - gap)
+    white = np.iinfo(tiles.dtype).max if tiles.dtype.kind in "ui" else 1
+    out = np.full((c, r * (h + gap) - gap, k * (w + gap) - gap), white, dtype=tiles.dtype)
     for i in range(r):
         for j in range(k):
             out[:, i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = tiles[i, j]
-    return _hwc(out)
+    return out[0] if c == 1 else out.transpose(1, 2, 0)
 
 
-def _show_mosaic(ax: plt.Axes, tiles: torch.Tensor, column_labels: Sequence[str], row_labels: Sequence[str],
+def _show_mosaic(ax: plt.Axes, tiles: np.ndarray, column_labels: Sequence[str], row_labels: Sequence[str],
                  gap: int = 4) -> None:
-    """Draw `mosaic(tiles)` on `ax` with a label under each column and beside each row."""
+    """Draw `mosaic(tiles)` (uint8) on `ax` with a label under each column and beside each row."""
     h, w = tiles.shape[-2:]
-    ax.imshow(mosaic(tiles, gap), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(mosaic(tiles, gap), cmap="gray", vmin=0, vmax=255)
     ax.set_xticks([j * (w + gap) + w / 2 - 0.5 for j in range(tiles.shape[1])], column_labels, fontsize=8)
     ax.set_yticks([i * (h + gap) + h / 2 - 0.5 for i in range(tiles.shape[0])], row_labels, fontsize=7)
     ax.tick_params(length=0)
@@ -162,55 +140,102 @@ def _show_mosaic(ax: plt.Axes, tiles: torch.Tensor, column_labels: Sequence[str]
         spine.set_visible(False)
 
 
-@torch.no_grad()
-def reconstructions(model, images: torch.Tensor, path: Path, title: str) -> None:
-    """Originals (top row) over their reconstructions (sigmoid of the decoded posterior mean)."""
-    mu, _ = model.encode(images)
-    recon = torch.sigmoid(model.decode(mu)).cpu()
-    fig, ax = plt.subplots(figsize=(len(images) * 0.9, 2.3), layout="constrained")
-    _show_mosaic(ax, torch.stack([images.cpu(), recon]), [""] * len(images), ["data", "recon."])
+def _traversal_figure(tiles: np.ndarray, offsets: np.ndarray, names: list[str], greyed: list[bool], path: Path,
+                      title: str) -> None:
+    fig, ax = plt.subplots(figsize=(len(offsets) * 0.9, len(names) * 0.95 + 0.8), layout="constrained")
+    _show_mosaic(ax, tiles, [f"{o:+.1f}" for o in offsets], names)
+    for tick, grey in zip(ax.get_yticklabels(), greyed):
+        tick.set_color("grey" if grey else "black")
+    ax.set_xlabel(f"offset from the posterior mean (prior standard deviations, ±{offsets[-1]:g})", fontsize=9)
     ax.set_title(title, fontsize=10)
     save(fig, path)
 
 
-def latents_vs_factors(mu: np.ndarray, factors: np.ndarray, factor_names: Sequence[str], factor_values: np.ndarray,
-                       kl_per_latent: Sequence[float], path: Path, title: str, unused_below: float = 0.1) -> None:
-    """Each active latent's posterior mean against the true factors, averaged over the others (the original
-    code's plot). dSprites: a posX × posY heat map and curves over scale and orientation, one per shape.
-    Other data sets: one curve per factor. Rows are latents ordered by KL."""
-    active = [j for j in np.argsort(kl_per_latent)[::-1] if kl_per_latent[j] >= unused_below] or [int(np.argmax(kl_per_latent))]
-    names = list(factor_names)
-    dsprites = {"shape", "posX", "posY"} <= set(names)
-    curves = ["scale", "orientation"] if dsprites else [n for n in names if n != "identity"]
-    ncols = len(curves) + (1 if dsprites else 0)
-    fig, axes = plt.subplots(len(active), ncols, figsize=(3.4 * ncols, 2.4 * len(active) + 0.6), squeeze=False,
+def traversals(fd: FigureData, kl_per_latent: Sequence[float], path: Path, title: str, unused_below: float = 0.1) -> None:
+    """One row per latent, ordered by KL (largest first): z_j swept around the posterior mean of the chosen image,
+    the others held at their means; rows of unused latents (KL < `unused_below` nats) are marked."""
+    order = np.argsort(kl_per_latent)[::-1]
+    unused = [kl_per_latent[j] < unused_below for j in order]
+    names = [f"z{j}\nKL {kl_per_latent[j]:.2f}" + ("\n(unused)" if u else "") for j, u in zip(order, unused)]
+    _traversal_figure(fd.traversals[order], fd.offsets, names, unused, path, title)
+
+
+def traversals_by_attribute(fd: FigureData, kl_per_latent: Sequence[float], path: Path, title: str) -> None:
+    """Traversals (±the attribute range) of the latents with the largest KL, each row named after the attribute
+    its posterior mean correlates with most, as the paper named CelebA's dimensions by hand. The labels are also
+    written to `path`.txt (latent, attribute, r, KL)."""
+    a = fd.attributes
+    offsets = np.linspace(-a["range"], a["range"], a["traversals"].shape[1])
+    names = [f"z{j} {n} ({r:+.2f})" for j, n, r in zip(a["latents"], a["names"], a["correlations"])]
+    _traversal_figure(a["traversals"], offsets, names, [False] * len(names), path,
+                      title + f" — top {len(names)} latents by KL, named by attribute")
+    lines = [f"z{j}\t{n}\t{r:+.3f}\t{kl_per_latent[j]:.3f}" for j, n, r in zip(a["latents"], a["names"], a["correlations"])]
+    with atomic_path(path.with_suffix(".txt")) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def reconstructions(fd: FigureData, path: Path, title: str) -> None:
+    """Originals (top row) over their reconstructions (the decoded posterior mean)."""
+    fig, ax = plt.subplots(figsize=(len(fd.originals) * 0.9, 2.3), layout="constrained")
+    _show_mosaic(ax, np.stack([fd.originals, fd.reconstructions]), [""] * len(fd.originals), ["data", "recon."])
+    ax.set_title(title, fontsize=10)
+    save(fig, path)
+
+
+def latents_vs_factors(fd: FigureData, kl_per_latent: Sequence[float], path: Path, title: str,
+                       unused_below: float = 0.1, max_rows: int = 5) -> None:
+    """Each active latent's mean posterior mean against the true factors, averaged over the others (the original
+    code's plot), one row per latent (the `max_rows` with the largest KL) on one shared y-range per row.
+    dSprites: a posX × posY map and curves over scale and orientation, one per shape; others: a curve per factor."""
+    active = [j for j in np.argsort(kl_per_latent)[::-1] if kl_per_latent[j] >= unused_below]
+    shown = active[:max_rows] or [int(np.argmax(kl_per_latent))]
+    curves = [n for n in fd.factors if fd.position is None or n not in ("posX", "posY")]
+    ncols = len(curves) + (fd.position is not None)
+    fig, axes = plt.subplots(len(shown), ncols, figsize=(3.0 * ncols, 1.45 * len(shown) + 0.9), squeeze=False,
                              layout="constrained")
-    for row, j in enumerate(active):
+    for row, j in enumerate(shown):
+        values = [fd.factors[n]["means"][j] for n in curves] + ([fd.position[j]] if fd.position is not None else [])
+        lo, hi = np.nanmin([np.nanmin(v) for v in values]), np.nanmax([np.nanmax(v) for v in values])
+        pad = 0.05 * (hi - lo) or 0.05
         col = 0
-        if dsprites:
-            px, py = factors[:, names.index("posX")], factors[:, names.index("posY")]
-            heat = np.zeros((py.max() + 1, px.max() + 1))
-            np.add.at(heat, (py, px), mu[:, j])
-            heat /= np.maximum(np.bincount(py * (px.max() + 1) + px, minlength=heat.size).reshape(heat.shape), 1)
-            im = axes[row, 0].imshow(heat, cmap="cividis", origin="upper")
-            fig.colorbar(im, ax=axes[row, 0], label=f"mean z{j}")
-            axes[row, 0].set(xlabel="posX (class)", ylabel=f"z{j} (KL {kl_per_latent[j]:.2f})\nposY (class)")
+        if fd.position is not None:
+            ax = axes[row, 0]
+            im = ax.imshow(fd.position[j], cmap="cividis", origin="upper", extent=(0, 1, 1, 0), vmin=lo, vmax=hi)
+            fig.colorbar(im, ax=ax, label=f"mean z{j}", shrink=0.9)
+            ax.set_ylabel(f"z{j} (KL {kl_per_latent[j]:.2f})\nposY (0–1)", fontsize=8)
+            ax.set_xlabel("posX (0–1)" if row == len(shown) - 1 else None, fontsize=8)
             col = 1
-        groups = [(None, np.ones(len(mu), bool))]
-        if dsprites:
-            shape = factors[:, names.index("shape")]
-            groups = [(["square", "ellipse", "heart"][s] if s < 3 else f"shape {s}", shape == s) for s in np.unique(shape)]
         for c, name in enumerate(curves):
-            ax = axes[row, col + c]
-            k = names.index(name)
-            for g, (label, mask) in enumerate(groups):
-                values = np.unique(factors[mask, k])
-                x = [factor_values[mask & (factors[:, k] == v), k][0] for v in values]
-                y = [mu[mask & (factors[:, k] == v), j].mean() for v in values]
-                ax.plot(x, y, color=list(COLORS.values())[g % 3], label=label)
-            ax.set(xlabel=f"{name} (value)", ylabel=f"mean z{j}" if not dsprites and c == 0 else None)
-            if groups[0][0] and row == 0:
+            ax, table = axes[row, col + c], fd.factors[name]
+            for g, means in enumerate(table["means"][j]):
+                label = fd.groups[g] if fd.groups else None
+                ax.plot(table["values"], means, color=list(COLORS.values())[g % 3], label=label, linewidth=1.2)
+            ax.set_ylim(lo - pad, hi + pad)
+            ylabel = f"mean z{j}" + ("" if fd.position is not None or c else f"\n(KL {kl_per_latent[j]:.2f})")
+            ax.set_ylabel(ylabel, fontsize=8)
+            ax.set_xlabel(f"{name} ({table['unit']})" if row == len(shown) - 1 else None, fontsize=8)
+            ax.tick_params(labelsize=7)
+            if fd.groups and row == 0 and c == len(curves) - 1:
                 ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
+    more = f"; {len(active) - len(shown)} more active latents not shown" if len(active) > len(shown) else ""
+    fig.suptitle(f"{title}\nlatents by KL, each row on one y-range{more}", fontsize=9)
+    save(fig, path, dpi=110)
+
+
+def learning_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
+    """The training history (history.csv rows): the ELBO, and its KL's parts — index-code MI, total correlation,
+    dimension-wise KL — all in nats per image, against the step (minibatch estimates)."""
+    steps = [h["step"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
+    left.plot(steps, [h["elbo"] for h in history], color="black")
+    left.set(xlabel="step", ylabel="ELBO (nats)", title="evidence lower bound")
+    for key, label, color in (("mi", "index-code MI", "#0072B2"), ("tc", "total correlation", "#D55E00"),
+                              ("dimwise_kl", "dimension-wise KL", "#009E73")):
+        right.plot(steps, [h[key] for h in history], label=label, color=color)
+    right.set(xlabel="step", ylabel="nats", title="the KL's decomposition")
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
-    save(fig, path)
+    save(fig, path, dpi=100)

@@ -1,18 +1,40 @@
-"""Collecting evaluated runs: one row per run, and medians with quartiles per dataset × method × β."""
+"""Result folders: the small files of a sweep's runs, a table of them and the few numbers a researcher compares.
+
+A result folder — `data/metrics/` for the workspace's sweep, `data/results/<name>/` for a shipped result set —
+holds `runs/<dataset>/<method>/beta<β>/seed<s>/` with each run's `eval.json`, `history.csv` and `figures.h5`,
+and what is derived from them: `runs.csv` (one row per run) and `summary/<dataset>/<method>.json` (per data set
+and method: the median MIG over seeds at the best β, that β, Spearman's ρ between TC and MIG over the runs,
+the median ELBO there and the number of runs), one small file each so that `dvc metrics show` prints them as a table.
+A shipped set adds `provenance.json` and the `params.yaml` it was made with. No torch here: plotting imports it.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tcvae.io import atomic_path
+from tcvae.errors import UserError
+from tcvae.io import atomic_path, write_json
 
 FIELDS = ["dataset", "method", "beta", "seed", "mig", "mig_discrete", "elbo", "log_px", "kl", "mi", "tc",
           "dimwise_kl", "active_units"]
-SUMMARISED = ["mig", "mig_discrete", "tc", "elbo"]
+RUN_FILES = ("eval.json", "history.csv", "figures.h5")
+
+
+def beta_name(beta: float) -> str:
+    """β as run folders and DVC's stage names spell it: 6, 0.5 (Python's str of the number, 6.0 as 6)."""
+    return str(int(beta)) if float(beta).is_integer() else str(float(beta))
+
+
+def run_path(dataset: str, method: str, beta: float, seed: int) -> Path:
+    """A run's folder relative to data/runs/ and to a result folder's runs/."""
+    return Path(dataset) / method / f"beta{beta_name(beta)}" / f"seed{seed}"
 
 
 def row(ev: dict[str, Any]) -> dict[str, Any]:
@@ -23,9 +45,20 @@ def row(ev: dict[str, Any]) -> dict[str, Any]:
             "tc": d["total_correlation"], "dimwise_kl": d["dimwise_kl"], "active_units": ev["active_units"]}
 
 
+def collect(folder: Path) -> list[dict[str, Any]]:
+    """The rows of every run under folder/runs/, ordered by data set, method, β and seed."""
+    rows = []
+    for path in sorted((folder / "runs").glob("*/*/*/*/eval.json")):
+        try:
+            rows.append(row(json.loads(path.read_text())))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"{path}: not an eval.json written by `tcvae stage evaluate` ({type(e).__name__}: {e})")
+    return sorted(rows, key=lambda r: (r["dataset"], r["method"], r["beta"], r["seed"]))
+
+
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, FIELDS)
+        w = csv.DictWriter(f, FIELDS, lineterminator="\n")
         w.writeheader()
         w.writerows({k: ("" if r[k] is None else r[k]) for k in FIELDS} for r in rows)
 
@@ -40,20 +73,103 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return [{k: parse(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
-def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """{dataset: {method: {"beta<β>": {metric: {median, q1, q3}, "runs": n}}}} over seeds."""
-    out: dict[str, Any] = {}
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None when fewer than 3 distinct (x, y) points or
+    either variable is constant: then no correlation is meaningful."""
+    if len(set(zip(x, y))) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    rx, ry = (_ranks(np.asarray(v, dtype=float)) for v in (x, y))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    order = v.argsort(kind="stable")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(len(v))
+    for value in np.unique(v):          # ties share their mean rank
+        ranks[v == value] = ranks[v == value].mean()
+    return ranks
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{dataset: {method: {"mig", "beta", "rho", "elbo", "runs"}}}: the median MIG over seeds at the β where it is
+    largest, that β, Spearman's ρ(TC, MIG) over all the method's runs (None if not meaningful), the median ELBO at
+    that β (nats) and the number of runs.
+    Data sets without factors get the median ELBO instead of MIG."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
-        cell = out.setdefault(r["dataset"], {}).setdefault(r["method"], {}).setdefault(f"beta{r['beta']:g}", [])
-        cell.append(r)
-    for methods in out.values():
-        for betas in methods.values():
-            for key, runs in betas.items():
-                stats: dict[str, Any] = {"runs": len(runs)}
-                for m in SUMMARISED:
-                    values = [r[m] for r in runs if r[m] is not None]
-                    if values:
-                        q1, med, q3 = np.percentile(values, [25, 50, 75])
-                        stats[m] = {"median": float(med), "q1": float(q1), "q3": float(q3)}
-                betas[key] = stats
+        out.setdefault(r["dataset"], {}).setdefault(r["method"], []).append(r)
+    for dataset, methods in out.items():
+        for method, runs in methods.items():
+            betas = sorted({r["beta"] for r in runs})
+            if runs[0]["mig"] is None:
+                methods[method] = {"elbo": round(float(np.median([r["elbo"] for r in runs])), 4), "runs": len(runs)}
+                continue
+            medians = {b: float(np.median([r["mig"] for r in runs if r["beta"] == b])) for b in betas}
+            best = max(betas, key=lambda b: (medians[b], -b))
+            rho = spearman([r["tc"] for r in runs], [r["mig"] for r in runs])
+            elbo = float(np.median([r["elbo"] for r in runs if r["beta"] == best]))
+            methods[method] = {"mig": round(medians[best], 4), "beta": best, "rho": None if rho is None else round(rho, 3),
+                               "elbo": round(elbo, 2), "runs": len(runs)}
     return out
+
+
+def write_summary(folder: Path, summary: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """folder/summary/<dataset>/<method>.json, replacing the whole summary/ folder at once."""
+    target = folder / "summary"
+    tmp = folder / f".summary.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for dataset, methods in summary.items():
+            for method, numbers in methods.items():
+                write_json(tmp / dataset / f"{method}.json", numbers)
+        tmp.mkdir(parents=True, exist_ok=True)
+        replace_dir(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(src: Path, dest: Path) -> None:
+    """Put folder `src` at `dest`, replacing what was there (the old one is moved aside first, then deleted)."""
+    old = dest.with_name(f".{dest.name}.{os.getpid()}.old")
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(src, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def summarise_folder(folder: Path) -> list[dict[str, Any]]:
+    """(Re)write folder/runs.csv and folder/summary/ from the runs under folder/runs/; return the rows."""
+    rows = collect(folder)
+    write_rows(folder / "runs.csv", rows)
+    write_summary(folder, summarise(rows))
+    return rows
+
+
+def table(rows: list[dict[str, Any]], title: str, missing: list[str] = ()) -> Any:
+    """A rich table of the runs: per data set, method and β the median MIG and TC over seeds and the runs
+    counted; `missing` runs are listed under it."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", caption="\n".join(f"missing: {m}" for m in missing) or None,
+              caption_justify="left")
+    for c, justify in (("data set", "left"), ("method", "left"), ("β", "right"), ("MIG", "right"),
+                       ("TC (nats)", "right"), ("ELBO (nats)", "right"), ("runs", "right")):
+        t.add_column(c, justify=justify)
+    cells: dict[tuple, list] = {}
+    for r in rows:
+        cells.setdefault((r["dataset"], r["method"], r["beta"]), []).append(r)
+    for (dataset, method, beta), runs in cells.items():
+        def median(k: str) -> str:
+            values = [r[k] for r in runs if r[k] is not None]
+            return f"{np.median(values):.3f}" if values else "—"
+        t.add_row(dataset, method, beta_name(beta), median("mig"), median("tc"), median("elbo"), str(len(runs)))
+    return t
+
+
+def copy_run(src: Path, dest: Path) -> None:
+    """Copy one run's small files (those that exist) from folder `src` into folder `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dest / name)

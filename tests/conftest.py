@@ -36,7 +36,7 @@ def tiny_params(**sections) -> dict:
     """A complete params tree on the 192-image dSprites grid; keyword sections replace or add (a new
     `data` section alone also points the sweep at its data sets)."""
     params = {"data": {"tiny": TINY_DSPRITES}, "train": TINY_TRAIN, "sweep": TINY_SWEEP,
-              "evaluate": TINY_EVAL, "plot": {}} | sections       # DVC needs every section a stage depends on
+              "evaluate": TINY_EVAL, "figures": {}, "plot": {}} | sections   # DVC needs every section a stage uses
     if "data" in sections and "sweep" not in sections:
         params["sweep"] = {**TINY_SWEEP, "datasets": list(sections["data"])}
     return params

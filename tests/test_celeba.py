@@ -150,7 +150,7 @@ def test_celeba_pipeline_to_the_labelled_traversal(archive, server, project):
                              train={"steps": 4, "batch_size": 8, "latents": 6, "log_every": 2, "arch": {"celeba": "conv"}},
                              sweep={"datasets": ["celeba"], "methods": ["tcvae"], "betas": [2], "seeds": [0]},
                              evaluate={"n_samples": 100, "batch_size": 16},
-                             plot={"attribute_latents": 4}))
+                             figures={"attribute_latents": 4}))
     for stage in ("download", "preprocess"):
         tcvae("stage", stage, cwd=folder, check=True)
     for stage in ("train", "evaluate"):
@@ -173,9 +173,9 @@ def test_dvc_repro_builds_the_labelled_traversal_from_a_file_source(archive, tmp
     repo = make_repo(tmp_path / "repo", tiny_params(
         data={"celeba": spec}, train={"steps": 4, "batch_size": 8, "latents": 6, "log_every": 2},
         sweep={"datasets": ["celeba"], "methods": ["tcvae"], "betas": [2], "seeds": [0]},
-        evaluate={"n_samples": 100, "batch_size": 16}, plot={"attribute_latents": 3}))
+        evaluate={"n_samples": 100, "batch_size": 16}, figures={"attribute_latents": 3}))
     run(*DVC, "repro", cwd=repo)
     run_figures = repo / "data/figures/runs/celeba/tcvae/beta2/seed0"
     assert (run_figures / "traversals_by_attribute.png").stat().st_size > 5000
     assert len((run_figures / "traversals_by_attribute.txt").read_text().splitlines()) == 3
-    assert json.loads((repo / "data/metrics/summary.json").read_text())["celeba"]["tcvae"]["beta2"]["runs"] == 1
+    assert json.loads((repo / "data/metrics/summary/celeba/tcvae.json").read_text())["runs"] == 1

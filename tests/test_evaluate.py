@@ -36,13 +36,20 @@ def test_aggregate_reads_exactly_the_sweep(trained):
     tcvae("stage", "aggregate", cwd=folder, check=True)
     rows = (folder / "data/metrics/runs.csv").read_text().splitlines()
     assert rows[0].startswith("dataset,method,beta,seed,mig") and len(rows) == 3
-    summary = json.loads((folder / "data/metrics/summary.json").read_text())
-    assert set(summary["tiny"]) == {"betavae", "tcvae"} and summary["tiny"]["tcvae"]["beta2"]["runs"] == 1
-    assert set(summary["tiny"]["tcvae"]["beta2"]["mig"]) == {"median", "q1", "q3"}
+    assert sorted(p.name for p in (folder / "data/metrics/summary/tiny").iterdir()) == ["betavae.json", "tcvae.json"]
+    summary = json.loads((folder / "data/metrics/summary/tiny/tcvae.json").read_text())
+    assert set(summary) == {"mig", "beta", "rho", "elbo", "runs"} and summary["runs"] == 1 and summary["beta"] == 2
+    assert summary["rho"] is None                               # one run: no correlation to speak of
+    assert (folder / "data/metrics/runs/tiny/tcvae/beta2/seed0/figures.h5").is_file()      # the small files, collected
+    assert "tiny" in proc_out(folder) and "tcvae" in proc_out(folder)                        # printed again from files
     write_params(tiny_params(sweep={"datasets": ["tiny"], "methods": ["tcvae"], "betas": [2], "seeds": [0]},
                              evaluate=TINY_EVAL))           # shrink the sweep: the β-VAE run is left on disk…
     tcvae("stage", "aggregate", cwd=folder, check=True)
     assert len((folder / "data/metrics/runs.csv").read_text().splitlines()) == 2   # …and ignored
+
+
+def proc_out(folder: Path) -> str:
+    return tcvae("results", "show", cwd=folder, check=True).stdout
 
 
 def run(*args, cwd):
@@ -60,6 +67,8 @@ def test_dvc_metrics_diff_reports_a_changed_param(tmp_path):
     repo.mkdir()
     for item in ("dvc.yaml", "tcvae", ".gitignore"):
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, repo / item)
+    (repo / "data/results").mkdir(parents=True)
+    (repo / "data/results/sets.yaml").write_text("sets: []\n")
     params = tiny_params(evaluate=TINY_EVAL)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     dvc = [sys.executable, "-m", "dvc"]
@@ -74,6 +83,7 @@ def test_dvc_metrics_diff_reports_a_changed_param(tmp_path):
     out = run(*dvc, "repro", "aggregate", cwd=repo)
     assert "Running stage 'train@tiny-betavae-1-0'" in out and "Running stage 'preprocess@tiny'" not in out
     diff = json.loads(run(*dvc, "metrics", "diff", "--json", cwd=repo))
-    changed = diff["data/metrics/summary.json"]
-    assert "tiny.betavae.beta1.elbo.median" in changed
-    assert changed["tiny.betavae.beta1.elbo.median"]["diff"] != 0
+    changed = diff["data/metrics/summary/tiny/betavae.json"]          # metrics live in git: HEAD is readable
+    assert changed["elbo"]["old"] is not None and changed["elbo"]["diff"] != 0
+    shown = run(*dvc, "metrics", "show", cwd=repo).splitlines()
+    assert len(shown) == 2 and max(map(len, shown)) <= 120            # a header and one row per data set × method

@@ -1,38 +1,115 @@
-"""The plot stage on tiny runs: every figure is drawn, as PNG and PDF, and nothing half-written is left."""
+"""Figures from small files: evaluate writes what they draw, the plot stage needs no model, no data set and no
+torch, and a result set shipped in git redraws with nothing trained."""
 
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import yaml
 from PIL import Image
 
-from tests.conftest import tcvae
+from tests.conftest import python_path, tcvae
 
 
-def test_plot_stage_draws_every_figure(trained):
-    folder, _ = trained
+def evaluated(folder):
     for method in ("betavae", "tcvae"):
         tcvae("stage", "evaluate", "--dataset", "tiny", "--method", method, "--beta", "2", cwd=folder, check=True)
     tcvae("stage", "aggregate", cwd=folder, check=True)
+
+
+def drawn(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder / "data/figures")): p.read_bytes() for p in (folder / "data/figures").rglob("*.*")}
+
+
+def test_plot_draws_every_figure_from_small_files_alone(trained):
+    folder, _ = trained
+    evaluated(folder)
+    small = folder / "data/runs/tiny/tcvae/beta2/seed0/figures.h5"
+    assert small.stat().st_size < 1_000_000
     tcvae("stage", "plot", cwd=folder, check=True)
     figures = folder / "data/figures"
-    expected = ["mig_vs_beta", "tc_vs_mig"] + [f"runs/tiny/{m}/beta2/seed0/{f}" for m in ("betavae", "tcvae")
-                                              for f in ("traversals", "reconstructions", "latents_vs_factors")]
+    expected = ["mig_vs_beta.pdf", "tc_vs_mig.pdf"] + [f"{name}.png" for name in ("mig_vs_beta", "tc_vs_mig")] + [
+        f"runs/tiny/{m}/beta2/seed0/{f}.png" for m in ("betavae", "tcvae")
+        for f in ("traversals", "reconstructions", "latents_vs_factors", "learning_curves")]
     for name in expected:
-        for suffix in (".png", ".pdf"):
-            assert (figures / (name + suffix)).stat().st_size > 5000, name + suffix
-        with Image.open(figures / (name + ".png")) as img:
-            assert img.size[0] > 300 and img.getextrema() != ((255, 255), (255, 255), (255, 255), (255, 255))
+        assert (figures / name).stat().st_size > 5000, name
+        if name.endswith(".png"):
+            with Image.open(figures / name) as img:
+                assert img.size[0] > 300 and len(set(img.getextrema())) > 1, name     # not a blank canvas
     assert not list(figures.rglob(".*.tmp"))
     with Image.open(figures / "runs/tiny/tcvae/beta2/seed0/traversals.png") as img:
         assert img.size[1] > img.size[0] * 0.3            # one row per latent (4 here)
+    before = drawn(folder)
+    for path in [*folder.glob("data/runs/**/model.pt"), *folder.glob("data/processed/*.h5")]:
+        path.unlink()                                     # no model, no data set …
+    shutil.rmtree(figures)
+    script = ("import sys; from tcvae.cli import app\ntry:\n    app(['stage', 'plot'])\nexcept SystemExit as e:\n"
+              "    assert not e.code, e.code\nassert 'torch' not in sys.modules, 'plot imported torch'")
+    subprocess.run([sys.executable, "-c", script], cwd=folder, check=True, env={"PYTHONPATH": python_path()})
+    assert drawn(folder) == before                        # … the same figures, byte for byte
+
+
+def test_stage_outputs_repeat_byte_for_byte(trained):
+    """Every DVC-tracked output is a function of its inputs: no wall times, dates or temporary names inside."""
+    folder, _ = trained
+    run = folder / "data/runs/tiny/tcvae/beta2/seed0"
+    first = {name: (run / name).read_bytes() for name in ("model.pt", "history.csv")}
+    tcvae("stage", "train", "--dataset", "tiny", "--method", "tcvae", "--beta", "2", cwd=folder, check=True)
+    assert {name: (run / name).read_bytes() for name in first} == first
+    evaluated(folder)
+    tcvae("stage", "plot", cwd=folder, check=True)
+    outputs = {p: p.read_bytes() for p in [run / "eval.json", run / "figures.h5", *folder.glob("data/metrics/**/*.*")]}
+    figures = drawn(folder)
+    evaluated(folder)
+    tcvae("stage", "plot", cwd=folder, check=True)
+    assert {p: p.read_bytes() for p in outputs} == outputs and drawn(folder) == figures
+
+
+def test_a_result_set_redraws_in_a_fresh_repository_with_nothing_trained(trained, tmp_path):
+    from tests.test_scale import DVC, make_repo, run
+    folder, _ = trained
+    evaluated(folder)
+    out = tcvae("results", "export", "tiny-set", cwd=folder, check=True).stdout
+    assert "2 runs" in out
+    shipped = folder / "data/results/tiny-set"
+    prov = json.loads((shipped / "provenance.json").read_text())
+    entry = prov["runs"]["tiny/tcvae/beta2/seed0"]
+    assert entry["train"]["seconds"] > 0 and entry["train"]["device"] == "cpu" and entry["train"]["torch"]
+    assert (shipped / entry["params"]).read_text() == (folder / "params.yaml").read_text()
+    assert sum(p.stat().st_size for p in shipped.rglob("*") if p.is_file()) < 2_000_000
+    assert not list(shipped.rglob("model.pt"))
+    assert yaml.safe_load((folder / "data/results/sets.yaml").read_text())["sets"] == ["tiny-set"]
+    again = tcvae("results", "export", "tiny-set", cwd=folder)                   # the same runs again: fine
+    assert again.returncode == 0
+    changed = folder / "data/metrics/runs/tiny/tcvae/beta2/seed0/eval.json"
+    changed.write_text(json.dumps({**json.loads(changed.read_text()), "elbo": -1.0}))
+    refused = tcvae("results", "export", "tiny-set", cwd=folder)                 # other results: refused
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    assert "tiny-set" in tcvae("results", "list", cwd=folder, check=True).stdout
+
+    repo = make_repo(tmp_path / "repo", yaml.safe_load((folder / "params.yaml").read_text()))
+    shutil.copytree(shipped, repo / "data/results/tiny-set")
+    shutil.copy(folder / "data/results/sets.yaml", repo / "data/results/sets.yaml")
+    run("git", "add", "-A", cwd=repo), run("git", "commit", "-qm", "ship a set", cwd=repo)
+    out = run(*DVC, "repro", "results@tiny-set", cwd=repo)
+    assert "Running stage 'results@tiny-set'" in out and "train@" not in out and "preprocess@" not in out
+    figures = repo / "data/results/tiny-set/figures"
+    assert (figures / "mig_vs_beta.png").stat().st_size > 5000
+    assert (figures / "runs/tiny/tcvae/beta2/seed0/traversals.png").stat().st_size > 5000
+    assert run("git", "status", "--porcelain", "data/results", cwd=repo).strip() == ""  # its summary redrawn equal
+    shown = run(*DVC, "metrics", "show", cwd=repo)
+    assert "data/results/tiny-set/summary/tiny/tcvae.json" in shown
 
 
 def test_mosaic_places_each_tile_in_its_row_and_column():
-    import torch
     from tcvae.plots import mosaic
-    tiles = torch.arange(6.0).reshape(2, 3, 1, 1, 1).expand(2, 3, 1, 5, 7) / 10      # tile (i, j) = (3i + j)/10
+    tiles = np.broadcast_to(np.arange(6, dtype=np.uint8).reshape(2, 3, 1, 1, 1), (2, 3, 1, 5, 7))
     grid = mosaic(tiles, gap=2)
     assert grid.shape == (2 * 7 - 2, 3 * 9 - 2)
     for i in range(2):
         for j in range(3):
-            assert (grid[i * 7:i * 7 + 5, j * 9:j * 9 + 7] == (3 * i + j) / 10).all()
-    assert (grid[5:7] == 1).all() and (grid[:, 7:9] == 1).all()                      # white gaps
-    colour = mosaic(torch.rand(1, 2, 3, 4, 4))
-    assert colour.shape == (4, 12, 3)
+            assert (grid[i * 7:i * 7 + 5, j * 9:j * 9 + 7] == 3 * i + j).all()
+    assert (grid[5:7] == 255).all() and (grid[:, 7:9] == 255).all()                  # white gaps
+    assert mosaic(np.zeros((1, 2, 3, 4, 4), np.uint8)).shape == (4, 12, 3)

@@ -31,6 +31,8 @@ def make_repo(path: Path, params: dict) -> Path:
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, path / item,
                                                                         **({"ignore": shutil.ignore_patterns("__pycache__")} if (ROOT / item).is_dir() else {}))
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (path / "data/results").mkdir(parents=True)
+    (path / "data/results/sets.yaml").write_text("sets: []\n")
     run("git", "init", "-q", "-b", "main", cwd=path)
     run("git", "config", "user.email", "t@t", cwd=path), run("git", "config", "user.name", "t", cwd=path)
     run(*DVC, "init", "-q", cwd=path)

@@ -94,8 +94,7 @@ def fetch_resumable(url: str, dest: Path, md5: str, timeout: float = 60) -> None
             total = int(response.headers.get("Content-Length") or 0) + (have if resumed else 0)
             try:
                 with open(part, "ab" if resumed else "wb") as out, \
-                        progress(total, f"download {dest.name}", unit="B") as advance:
-                    advance(have if resumed else 0)
+                        progress(total, f"download {dest.name}", unit="B", start=have if resumed else 0) as advance:
                     chunk = first
                     while chunk:
                         out.write(chunk)

@@ -1,0 +1,157 @@
+"""`tcvae results show | list | export`: read results again, and ship a sweep's small outputs as a result set.
+
+A result set is `data/results/<name>/` in git (tcvae.results describes the folder): `export` copies the
+workspace sweep's collected runs (data/metrics/runs/, written by the aggregate stage) into it with a
+`provenance.json`, and lists it in data/results/sets.yaml, whose sets `dvc repro` draws (stage results@<name>).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import typer
+import yaml
+
+from stages.options import ParamsOption
+from stages.params import METRICS, RESULTS, TIMINGS, load_params
+from tcvae.errors import UserError
+
+
+def show(folder: Path = typer.Argument(METRICS, help="a result folder: data/metrics or data/results/<name>")) -> None:
+    """Print a result folder's runs: per data set, method and β the median MIG, TC and ELBO, and the runs counted."""
+    from rich.console import Console
+
+    from tcvae import results
+
+    if not (folder / "runs.csv").is_file():
+        raise UserError(f"{folder}/runs.csv is missing: run `dvc repro aggregate` first" if folder == METRICS else
+                        f"{folder}/runs.csv is missing: not a result folder")
+    rows = results.read_rows(folder / "runs.csv")
+    Console().print(results.table(rows, f"{folder}: {len(rows)} runs (medians over seeds)"))
+
+
+def list_sets() -> None:
+    """Print each shipped result set: its runs, and per data set and method the median MIG at the best β."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tcvae import results
+
+    table = Table(title=f"result sets in {RESULTS}/ (drawn by `dvc repro`: stage results@<name>)", title_justify="left")
+    for c in ("set", "runs", "data set", "method", "MIG (median, best β)", "ρ(TC, MIG)", "made on"):
+        table.add_column(c)
+    for name in listed_sets():
+        folder = RESULTS / name
+        rows = results.read_rows(folder / "runs.csv") if (folder / "runs.csv").is_file() else []
+        prov = json.loads((folder / "provenance.json").read_text()) if (folder / "provenance.json").is_file() else {}
+        devices = sorted({(r.get("train") or {}).get("device_name") or "?" for r in prov.get("runs", {}).values()})
+        first = True
+        for dataset, methods in results.summarise(rows).items():
+            for method, s in methods.items():
+                mig = f"{s['mig']:.3f} (β = {results.beta_name(s['beta'])})" if "mig" in s else "—"
+                rho = "—" if s.get("rho") is None else f"{s['rho']:+.2f}"
+                table.add_row(name if first else "", str(len(rows)) if first else "", dataset, method, mig, rho,
+                              ", ".join(devices) if first else "")
+                first = False
+        if first:
+            table.add_row(name, "0", "", "", "", "", "")
+    Console().print(table)
+
+
+def listed_sets() -> list[str]:
+    path = RESULTS / "sets.yaml"
+    return list(yaml.safe_load(path.read_text()).get("sets") or []) if path.is_file() else []
+
+
+def export(name: str = typer.Argument(..., help="the set's name: data/results/<name>/"),
+           params: ParamsOption = Path("params.yaml"),
+           add: bool = typer.Option(False, "--add", help="add these runs to an existing set (new seeds or βs)"),
+           force: bool = typer.Option(False, "--force", help="replace a set (or, with --add, runs) that differ")) -> None:
+    """Copy the sweep's small outputs (data/metrics/runs/: eval.json, history.csv, figures.h5 per run) into
+    data/results/<name>/ with provenance.json (params, commit, date, device, versions, wall times), atomically."""
+    from rich.console import Console
+
+    from tcvae import results
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
+        raise UserError(f"result set name {name!r}: use lower-case letters, digits, '-' and '_' (it names a folder)")
+    p = load_params(params)
+    source = METRICS / "runs"
+    if not (METRICS / "runs.csv").is_file() or not source.is_dir():
+        raise UserError(f"{METRICS}/runs is missing: run `dvc repro aggregate` first (export ships what it collected)")
+    new = results.collect(METRICS)
+    dest = RESULTS / name
+    old = json.loads((dest / "provenance.json").read_text()) if (dest / "provenance.json").is_file() else None
+    keys = [str(results.run_path(r["dataset"], r["method"], r["beta"], r["seed"])) for r in new]
+    if old is not None and not force:
+        differ = [k for k in keys if k in old["runs"] and not _same_run(source / k, dest / "runs" / k)]
+        if not add and (differ or set(old["runs"]) != set(keys)):
+            raise UserError(f"{dest} holds a different result set ({len(old['runs'])} runs): pass --add to add these "
+                            f"runs to it, or --force to replace it")
+        if differ:
+            raise UserError(f"{dest} already has other results for {len(differ)} of these runs, e.g. {differ[0]}: "
+                            f"pass --force to replace them")
+    params_text = params.read_text()
+    params_file = f"params/{hashlib.sha256(params_text.encode()).hexdigest()[:12]}.yaml"
+    commit, dirty = _git_commit()
+    precision = getattr(p.train, "precision", "fp32")
+    tmp = RESULTS / f".{name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        prov = {"name": name, "runs": {}}
+        if old is not None and add:
+            for item in ("runs", "params", ".gitignore"):
+                if (dest / item).is_dir():
+                    shutil.copytree(dest / item, tmp / item)
+                elif (dest / item).is_file():
+                    shutil.copyfile(dest / item, tmp / item)
+            prov["runs"] = dict(old["runs"])
+        for key in keys:
+            shutil.rmtree(tmp / "runs" / key, ignore_errors=True)
+            results.copy_run(source / key, tmp / "runs" / key)
+            timing = {stage: _read_json(TIMINGS / key / f"{stage}.json") for stage in ("train", "evaluate")}
+            prov["runs"][key] = {"params": params_file, "commit": commit, "uncommitted_changes": dirty,
+                                 "precision": precision, **timing}
+        (tmp / "params").mkdir(parents=True, exist_ok=True)
+        (tmp / params_file).write_text(params_text)
+        prov["runs"] = dict(sorted(prov["runs"].items()))
+        (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
+        rows = results.summarise_folder(tmp)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        results.replace_dir(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    sets = sorted(set(listed_sets()) | {name})
+    (RESULTS / "sets.yaml").write_text("# Shipped result sets, drawn by `dvc repro` (stage results@<name>); "
+                                       "`tcvae results export` keeps this list.\n" + yaml.safe_dump({"sets": sets}))
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    Console(highlight=False).print(
+        f"{dest}: {len(rows)} runs ({len(keys)} exported now), {size / 2**20:.1f} MiB\n"
+        f"  next: `dvc repro results@{name}` draws its figures; "
+        f"`git add {dest} {RESULTS}/sets.yaml dvc.lock` ships it")
+
+
+def _same_run(a: Path, b: Path) -> bool:
+    return all((a / f).is_file() == (b / f).is_file() and (not (a / f).is_file() or
+               (a / f).read_bytes() == (b / f).read_bytes()) for f in ("eval.json", "history.csv"))
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _git_commit() -> tuple[str | None, bool]:
+    """The repository's HEAD and whether tracked files have uncommitted changes (None outside git)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip() != ""
+        return head, dirty
+    except (OSError, subprocess.CalledProcessError):
+        return None, False

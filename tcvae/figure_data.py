@@ -1,0 +1,147 @@
+"""What one run's figures draw, computed by `evaluate` (which has the model and the data set at hand) and
+kept in one small HDF5 file per run, `figures.h5`, so that drawing needs no model, no data set and no torch.
+
+The file (images uint8 0–255, shaped like the data set's (C, H, W); D latents):
+  traversals       uint8 (D, S, C, H, W)  z_j swept by `offsets` around the posterior mean of image `image`
+  offsets          float (S,)             prior standard deviations (±`traversal_range`)
+  originals        uint8 (R, C, H, W)     images spread evenly over the data set …
+  reconstructions  uint8 (R, C, H, W)     … and the decoded posterior means of them
+  factors/<name>/means   float (D, G, V)  data sets with factors: each latent's mean posterior mean for each of
+                                          the factor's V values, per group (dSprites: G = 3 shapes; else 1)
+  factors/<name>/values  float (V,)       the factor's values, in the unit of its `unit` attribute
+  position         float (D, Y, X)        dSprites: each latent's mean posterior mean per (posY, posX) cell
+  attributes/…     data sets with attributes (CelebA): `traversals` uint8 (T, S, C, H, W) of the T latents with
+                   the largest KL (±`attribute_range`), `latents` int (T,), `names` and `correlations` (T,): the
+                   attribute each latent's posterior mean correlates with most (Pearson r over the data set)
+The file is a function of its inputs (no timestamps), so DVC sees the same bytes for the same run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from tcvae.io import atomic_path
+
+# Factor values for display: angles are stored in radians, drawn in degrees.
+DEGREES = ("orientation", "azimuth", "elevation", "lighting")
+UNITS = {"posX": "fraction of the image width", "posY": "fraction of the image height", "scale": "relative size"}
+
+
+@dataclass
+class FigureData:
+    """The arrays of `figures.h5` (see the module docstring), in RAM."""
+
+    traversals: np.ndarray
+    offsets: np.ndarray
+    image: int
+    originals: np.ndarray
+    reconstructions: np.ndarray
+    factors: dict[str, dict[str, Any]] = field(default_factory=dict)    # name → {means, values, unit}
+    groups: tuple[str, ...] = ()                                        # names of the G groups (dSprites: shapes)
+    position: np.ndarray | None = None
+    attributes: dict[str, Any] | None = None                            # traversals, latents, names, correlations, range
+
+
+def factor_tables(mu: np.ndarray, factors: np.ndarray, factor_names: tuple[str, ...],
+                  factor_values: np.ndarray) -> tuple[dict[str, dict[str, Any]], tuple[str, ...], np.ndarray | None]:
+    """Each latent's mean posterior mean per value of each factor (identity excluded), grouped by shape when the
+    data set has one, and per position cell for dSprites. mu (N, D), factors int (N, K), factor_values (N, K)."""
+    names = list(factor_names)
+    group = factors[:, names.index("shape")] if "shape" in names else np.zeros(len(mu), int)
+    n_groups = int(group.max()) + 1
+    groups = tuple(("square", "ellipse", "heart")[g] if "shape" in names and g < 3 else f"group {g}"
+                   for g in range(n_groups)) if "shape" in names else ()
+    tables = {}
+    for k, name in enumerate(names):
+        if name in ("identity", "shape"):
+            continue
+        classes, index = np.unique(factors[:, k], return_inverse=True)
+        cell = group * len(classes) + index
+        means = _cell_means(mu, cell, n_groups * len(classes)).reshape(mu.shape[1], n_groups, len(classes))
+        values = np.array([factor_values[index == i, k][0] for i in range(len(classes))])
+        if name in DEGREES:
+            values, unit = np.rad2deg(values), "degrees"
+        else:
+            unit = UNITS.get(name, "value")
+        tables[name] = {"means": means, "values": values, "unit": unit}
+    position = None
+    if {"posX", "posY"} <= set(names):
+        _, px = np.unique(factors[:, names.index("posX")], return_inverse=True)
+        _, py = np.unique(factors[:, names.index("posY")], return_inverse=True)
+        nx, ny = px.max() + 1, py.max() + 1
+        position = _cell_means(mu, py * nx + px, ny * nx).reshape(mu.shape[1], ny, nx)
+    return tables, groups, position
+
+
+def _cell_means(mu: np.ndarray, cell: np.ndarray, cells: int) -> np.ndarray:
+    """Mean of mu (N, D) over the rows of each cell index (N,) in [0, cells): (D, cells); NaN where empty."""
+    counts = np.bincount(cell, minlength=cells).astype(np.float64)
+    sums = np.stack([np.bincount(cell, weights=mu[:, j], minlength=cells) for j in range(mu.shape[1])])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts
+
+
+def attribute_labels(mu: np.ndarray, attributes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each latent, the attribute its posterior mean correlates with most: indices (D,) and Pearson r (D,)
+    over mu (N, D) and attributes (N, A) of ±1."""
+    a = (attributes - attributes.mean(0)) / np.maximum(attributes.std(0), 1e-8)
+    m = (mu - mu.mean(0)) / np.maximum(mu.std(0), 1e-8)
+    corr = m.T @ a / len(mu)                                                     # (D, A)
+    best = np.abs(corr).argmax(1)
+    return best, corr[np.arange(len(best)), best]
+
+
+def to_uint8(probabilities: Any) -> np.ndarray:
+    """Pixel probabilities in [0, 1] (any array) → uint8 0–255."""
+    return np.round(np.asarray(probabilities, dtype=np.float64) * 255).astype(np.uint8)
+
+
+def write(path: Path, d: FigureData) -> None:
+    """Write `d` atomically; gzip-compressed, without timestamps, so equal data give equal bytes."""
+    def put(group: h5py.Group, name: str, array: Any) -> None:
+        array = np.asarray(array)
+        if array.dtype.kind == "U":
+            array = array.astype(h5py.string_dtype())
+        kw = dict(compression="gzip", compression_opts=9, shuffle=True) if array.size > 64 else {}
+        group.create_dataset(name, data=array, track_times=False, **kw)
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["image"] = d.image
+            f.attrs["groups"] = list(d.groups)
+            for name in ("traversals", "offsets", "originals", "reconstructions"):
+                put(f, name, getattr(d, name))
+            if d.position is not None:
+                put(f, "position", d.position)
+            for name, table in d.factors.items():
+                g = f.require_group(f"factors/{name}")
+                put(g, "means", table["means"])
+                put(g, "values", table["values"])
+                g.attrs["unit"] = table["unit"]
+            if d.attributes is not None:
+                g = f.require_group("attributes")
+                for key in ("traversals", "latents", "correlations", "names"):
+                    put(g, key, d.attributes[key])
+                g.attrs["range"] = d.attributes["range"]
+
+
+def read(path: Path) -> FigureData:
+    """The arrays of a `figures.h5`."""
+    with h5py.File(path, "r") as f:
+        factors = {name: {"means": g["means"][()], "values": g["values"][()], "unit": str(g.attrs["unit"])}
+                   for name, g in f["factors"].items()} if "factors" in f else {}
+        attributes = None
+        if "attributes" in f:
+            g = f["attributes"]
+            attributes = {"traversals": g["traversals"][()], "latents": g["latents"][()],
+                          "correlations": g["correlations"][()], "range": float(g.attrs["range"]),
+                          "names": [s.decode() if isinstance(s, bytes) else str(s) for s in g["names"][()]]}
+        return FigureData(traversals=f["traversals"][()], offsets=f["offsets"][()], image=int(f.attrs["image"]),
+                          originals=f["originals"][()], reconstructions=f["reconstructions"][()], factors=factors,
+                          groups=tuple(str(s) for s in f.attrs["groups"]),
+                          position=f["position"][()] if "position" in f else None, attributes=attributes)
