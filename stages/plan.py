@@ -6,7 +6,7 @@ import itertools
 from pathlib import Path
 
 from stages.options import ParamsOption
-from stages.params import load_params, processed_path
+from stages.params import load_params
 
 CELEBA_IMAGES = 202_599
 
@@ -14,7 +14,6 @@ CELEBA_IMAGES = 202_599
 def command(params: ParamsOption = Path("params.yaml")) -> None:
     """List the sweep's training runs: done (outputs match), cached (DVC's run-cache restores them without
     training) or to train, with the time estimated from a few measured steps on this device."""
-    import h5py
     import numpy as np
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
@@ -23,6 +22,7 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
 
     from tcvae.data import dsprites, faces
     from tcvae.bench import step_seconds
+    from tcvae.progress import progress
     from tcvae.train import pick_device, total_steps
 
     p = load_params(params)
@@ -33,6 +33,9 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
         for name, st in stages.items():
             if not name.startswith("train@"):
                 continue
+            if any(not Path(d.fs_path).exists() for d in st.deps):
+                status[name] = "inputs not built"      # DVC can only look a run up once its inputs exist
+                continue
             try:
                 if not st.changed():
                     status[name] = "done"
@@ -42,40 +45,42 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
             except (DvcException, OSError):     # not in the run-cache, or its inputs are not built yet
                 status[name] = "to train"
     per_step, sizes = {}, {}
-    for dataset in s.datasets:
+    for dataset in s.datasets:                  # sizes as the params imply them, built or not
         spec = p.data[dataset]
-        path = processed_path(dataset)
-        if path.is_file():
-            with h5py.File(path) as f:
-                sizes[dataset] = (len(f["images"]), int(f.attrs["image_shape"][0]))
-        elif spec.kind == "dsprites":           # not built yet: the size its params imply
+        if spec.kind == "dsprites":
             sizes[dataset] = (int(np.prod([len(k) for k in dsprites.subgrid(spec.step)])), 1)
         elif spec.kind == "faces":
             sizes[dataset] = (spec.identities * faces.PER_IDENTITY, 1)
         else:
             sizes[dataset] = (spec.limit or CELEBA_IMAGES, 3)
-        arch = t.arch.get(dataset, t.arch.get(spec.kind))
-        for method in s.methods:
-            per_step[dataset, method] = step_seconds(method, arch, t.latents, t.mlp_width, sizes[dataset][1],
-                                                     t.batch_size, p.compute.device)
+    with progress(len(s.datasets) * len(s.methods), "measure training steps", "model") as advance:
+        for dataset in s.datasets:
+            spec = p.data[dataset]
+            arch = t.arch.get(dataset, t.arch.get(spec.kind))
+            for method in s.methods:
+                per_step[dataset, method] = step_seconds(method, arch, t.latents, t.mlp_width, sizes[dataset][1],
+                                                         t.batch_size, p.compute.device)
+                advance(1)
     table = Table(title=f"sweep plan — {pick_device(p.compute.device).type}, batch {t.batch_size}")
     for c in ("run", "status", "steps", "estimated"):
         table.add_column(c)
     own = params.resolve() == Path("params.yaml").resolve()   # DVC's stages follow params.yaml alone
-    counts = {"done": 0, "cached": 0, "to train": 0}
+    counts = {"done": 0, "cached": 0, "to train": 0, "inputs not built": 0}
     todo = 0.0
     for dataset, method, beta, seed in itertools.product(s.datasets, s.methods, s.betas, s.seeds):
         steps = total_steps(t, sizes[dataset][0])
         cost = steps * per_step[dataset, method]
         state = status.get(f"train@{dataset}-{method}-{beta}-{seed}", "to train") if own else "to train"
         counts[state] += 1
-        todo += cost if state == "to train" else 0
+        todo += cost if state in ("to train", "inputs not built") else 0
         table.add_row(f"{dataset} {method} β={beta} seed {seed}", state, f"{steps:,}", _duration(cost))
     Console().print(table)
     if not own:
         Console().print(f"(statuses follow params.yaml, which DVC reads; with {params} every run counts as to train)")
-    Console().print(f"{counts['done']} done, {counts['cached']} restorable from the run-cache, {counts['to train']} to train: "
-                    f"about {_duration(todo)} of training on this device (evaluation not included)")
+    waiting = (f", {counts['inputs not built']} whose inputs are not built yet (run `dvc repro preprocess` to know "
+               f"whether the run-cache has them; counted as to train)") if counts["inputs not built"] else ""
+    Console(soft_wrap=True).print(f"{counts['done']} done, {counts['cached']} restorable from the run-cache, {counts['to train']} to "
+                    f"train{waiting}: about {_duration(todo)} of training on this device (evaluation not included)")
 
 
 def _duration(seconds: float) -> str:

@@ -142,7 +142,7 @@ def _show_mosaic(ax: plt.Axes, tiles: np.ndarray, column_labels: Sequence[str], 
 
 def _traversal_figure(tiles: np.ndarray, offsets: np.ndarray, names: list[str], greyed: list[bool], path: Path,
                       title: str) -> None:
-    fig, ax = plt.subplots(figsize=(len(offsets) * 0.9, len(names) * 0.95 + 0.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=(len(offsets) * 0.9 + 1.0, len(names) * 0.9 + 1.0), layout="constrained")
     _show_mosaic(ax, tiles, [f"{o:+.1f}" for o in offsets], names)
     for tick, grey in zip(ax.get_yticklabels(), greyed):
         tick.set_color("grey" if grey else "black")
