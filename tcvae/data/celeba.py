@@ -230,6 +230,10 @@ def preprocess(path: Path, source: Path, attributes: Path | None, partition: Pat
             raise UserError(f"{attributes}: no attributes for {len(missing)} image(s), e.g. {missing[0]}")
         extra["attributes"] = np.stack([rows[f] for f in files])
         attrs["attribute_names"] = attribute_names
+    else:
+        from tcvae.progress import console
+        console.print(f"note: no {ATTR_NAME} beside {source}: the traversals cannot be named after attributes "
+                      f"(set `attributes:` in the data set's params to use one)", highlight=False)
     if partition is not None:
         split = read_partition(partition)
         extra["partition"] = np.array([split.get(f, -1) for f in files], dtype=np.int8)
