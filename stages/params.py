@@ -82,7 +82,23 @@ class CelebaData(FileSource):
     limit: PositiveInt | None = None            # only the first `limit` images (quick runs)
 
 
-DataSpec = Annotated[Union[DspritesData, FacesData, CelebaData], Field(discriminator="kind")]
+class Shapes3dData(FileSource):
+    """Shapes3D from the official file (268 MB, md5-checked), or `file`: a copy you have. With `file`, md5 is
+    checked when set (the official one by default; `md5: null` accepts another copy of the same layout)."""
+    kind: Literal["shapes3d"]
+    source: Literal["download", "file"] = "download"     # no offline stand-in
+    url: Url = "https://storage.googleapis.com/3d-shapes/3dshapes.h5"
+    md5: Md5 | None = "099a2078d58cec4daad0702c55d06868"
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _download_needs_md5(self):
+        if self.source == "download" and self.md5 is None:
+            raise ValueError("source 'download' needs `md5:` (the official file's is the default)")
+        return self
+
+
+DataSpec = Annotated[Union[DspritesData, FacesData, CelebaData, Shapes3dData], Field(discriminator="kind")]
 
 
 class Params(Strict):

@@ -33,7 +33,8 @@ class TrainParams(Strict):
     lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
     latents: Annotated[int, Field(ge=1, le=512)] = 10
     mlp_width: Annotated[int, Field(ge=8, le=8192)] = 1200   # the MLP's hidden units (paper: 1200)
-    arch: dict[str, Arch] = {"dsprites": "mlp", "faces": "conv", "celeba": "conv"}   # by data set name, else kind
+    arch: dict[str, Arch] = {"dsprites": "mlp", "faces": "conv", "celeba": "conv",
+                             "shapes3d": "conv"}   # by data set name, else kind
     estimator: Literal["mss", "mws"] = "mss"
     alpha: NonNegativeFloat = 1.0               # β-TCVAE's weight on the index-code MI
     gamma: NonNegativeFloat = 1.0               # β-TCVAE's weight on the dimension-wise KL
