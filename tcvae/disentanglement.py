@@ -109,8 +109,16 @@ def _boosted_trees(xb: np.ndarray, y: np.ndarray, xb_test: np.ndarray, y_test: n
     onehot = np.eye(c)[y]
     prior = np.bincount(y, minlength=c) / n
     f, f_test = np.tile(np.log(prior), (n, 1)), np.tile(np.log(prior), (len(xb_test), 1))
-    offset = xb + np.arange(dims) * n_bins                     # (n, D) column-major bin ids
-    rows, rows_t, cls = np.arange(n)[:, None], np.arange(len(xb_test))[:, None], np.arange(c)[None, :]
+    from scipy.sparse import csr_matrix
+
+    # one-hot of every (row, feature bin), transposed: (D·B, n) @ (n, q) sums q weight columns per bin in one
+    # sparse product (n·D·q multiply-adds), every class's (and node's) histogram at once
+    offset = xb + np.arange(dims) * n_bins
+    binned_t = csr_matrix((np.ones(n * dims), offset.ravel(), np.arange(0, n * dims + 1, dims)),
+                          shape=(n, dims * n_bins)).T.tocsr()
+    rows, cls = np.arange(n)[:, None], np.arange(c)[None, :]
+    flat, flat_t = xb.ravel(), xb_test.ravel()                  # routing reads bins by flat index: row·D + feature
+    row_start, row_start_t = rows * dims, np.arange(len(xb_test))[:, None] * dims
     root_count = np.bincount(offset.ravel(), minlength=dims * n_bins).reshape(dims, n_bins)
     for _ in range(n_estimators):
         p = np.exp(f - f.max(1, keepdims=True))
@@ -120,15 +128,18 @@ def _boosted_trees(xb: np.ndarray, y: np.ndarray, xb_test: np.ndarray, y_test: n
         for level in range(depth):
             m = 2 ** level
             if level == 0:                                      # the root holds every row: counts are shared
-                s = np.stack([np.bincount(offset.ravel(), np.repeat(r[:, j], dims), minlength=dims * n_bins)
-                              for j in range(c)]).reshape(c, 1, dims, n_bins)
+                s = (binned_t @ r).T.reshape(c, 1, dims, n_bins)
                 k = np.broadcast_to(root_count, (c, 1, dims, n_bins)).astype(np.float64)
             else:       # histograms of left children only; right child = parent − left (the subtraction trick)
-                i, j = np.nonzero(node % 2 == 0)
-                key = (((j * m + node[i, j]) * dims * n_bins)[:, None] + offset[i]).ravel()
-                size = c * m * dims * n_bins
-                s = np.bincount(key, np.repeat(r[i, j], dims), minlength=size).reshape(c, m, dims, n_bins)
-                k = np.bincount(key, minlength=size).reshape(c, m, dims, n_bins).astype(np.float64)
+                q = c * m // 2
+                left = node % 2 == 0
+                w = np.zeros((n, 2 * q))
+                column = cls * (m // 2) + node // 2              # (class, left child) → a column
+                w[rows, column] = np.where(left, r, 0.0)
+                w[rows, q + column] = left
+                h = (binned_t @ w).T                            # (2q, D·B)
+                s, k = np.empty((c, m, dims, n_bins)), np.empty((c, m, dims, n_bins))
+                s[:, 0::2], k[:, 0::2] = h[:q].reshape(c, m // 2, dims, n_bins), h[q:].reshape(c, m // 2, dims, n_bins)
                 s[:, 1::2], k[:, 1::2] = s_parent - s[:, 0::2], k_parent - k[:, 0::2]
             s_parent, k_parent = s, k
             s_left, k_left = np.cumsum(s, -1)[..., :-1], np.cumsum(k, -1)[..., :-1]
@@ -142,8 +153,10 @@ def _boosted_trees(xb: np.ndarray, y: np.ndarray, xb_test: np.ndarray, y_test: n
             split = best_gain > 1e-12 * n                       # nothing to gain (a pure node): no split
             feature, threshold = best // (n_bins - 1), np.where(split, best % (n_bins - 1), n_bins)
             np.add.at(importance, feature[split], best_gain[split])
-            node = 2 * node + (xb[rows, feature[cls, node]] > threshold[cls, node])
-            node_t = 2 * node_t + (xb_test[rows_t, feature[cls, node_t]] > threshold[cls, node_t])
+            feature, threshold = feature.ravel(), threshold.ravel()           # (class, node) → split, flat
+            at, at_t = cls * m + node, cls * m + node_t
+            node = 2 * node + (np.take(flat, row_start + np.take(feature, at)) > np.take(threshold, at))
+            node_t = 2 * node_t + (np.take(flat_t, row_start_t + np.take(feature, at_t)) > np.take(threshold, at_t))
         leaf, leaf_t = cls * 2 ** depth + node, cls * 2 ** depth + node_t
         num = np.bincount(leaf.ravel(), r.ravel(), minlength=c * 2 ** depth)
         den = np.bincount(leaf.ravel(), (np.abs(r) * (1 - np.abs(r))).ravel(), minlength=c * 2 ** depth)
