@@ -9,8 +9,9 @@ factors and cannot be scored. Every function takes a seed and repeats exactly.
 DCI's predictors are gradient-boosted trees like disentanglement_lib's (sklearn's GradientBoostingClassifier
 defaults: 100 stages, depth 3, learning rate 0.1, softmax loss, impurity importances). sklearn's exact
 trees take minutes here (~40 ms a tree on this CPU; a factor with 16 classes needs 1,600), so `_boosted_trees`
-grows the same trees on codes cut into 64 quantile bins, every class's tree of a stage at once with
-histograms: the splits can fall only between bins, the rest is the same arithmetic.
+grows the same trees on codes cut into 64 bins, every class's tree of a stage at once from histograms (one
+sparse product per tree level): the splits can fall only between bins, the rest is the same arithmetic.
+On identical inputs the two agree to ~0.005 in D, C and test accuracy (README), at ~20× the speed.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def _boosted_trees(xb: np.ndarray, y: np.ndarray, xb_test: np.ndarray, y_test: n
     tree per class on the residuals Y − softmax(F); a split's gain is the squared-error decrease
     S_L²/n_L + S_R²/n_R − S²/n (sklearn's friedman_mse improvement × n); leaves take Friedman's Newton step
     (C−1)/C · Σr / Σ|r|(1−|r|). Returns (importance (D,) summing to 1, train accuracy, test accuracy)."""
+    from scipy.sparse import csr_matrix
+
     classes, y = np.unique(y, return_inverse=True)
     n, dims = xb.shape
     c = len(classes)
@@ -109,8 +112,6 @@ def _boosted_trees(xb: np.ndarray, y: np.ndarray, xb_test: np.ndarray, y_test: n
     onehot = np.eye(c)[y]
     prior = np.bincount(y, minlength=c) / n
     f, f_test = np.tile(np.log(prior), (n, 1)), np.tile(np.log(prior), (len(xb_test), 1))
-    from scipy.sparse import csr_matrix
-
     # one-hot of every (row, feature bin), transposed: (D·B, n) @ (n, q) sums q weight columns per bin in one
     # sparse product (n·D·q multiply-adds), every class's (and node's) histogram at once
     offset = xb + np.arange(dims) * n_bins
