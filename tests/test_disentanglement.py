@@ -105,3 +105,20 @@ def test_scored_factors_on_the_whole_grid():
     """Scoring a subset of factors (as MIG skips dSprites' shape) still draws the others from the whole grid."""
     r = d.factorvae_score(PERFECT, FACTORS, SIZES, scored=[1, 2])
     assert r.score == 1.0 and np.array(r.votes)[0].sum() == 0
+
+
+def test_scores_of_a_data_set_use_its_metric_factors_and_skip_what_it_cannot_support():
+    from tcvae.data import Dataset
+
+    def dataset(factors, sizes=SIZES):
+        return Dataset("toy", np.zeros((N, 1), np.uint8), (1, 1, 1), False, factors, None, ("a", "b", "c"), sizes,
+                       ("b", "c"), "procedural")
+
+    r = d.scores(PERFECT, dataset(FACTORS), seed=0)
+    assert r["factorvae"]["score"] == 1.0 and r["betavae"]["score"] == 1.0
+    assert np.array(r["factorvae"]["votes"])[0].sum() == 0                  # factor a is not scored
+    assert r["dci"]["disentanglement"] == pytest.approx(1.0) and len(r["sap"]["per_factor"]) == 2
+    sub = d.scores(PERFECT, dataset(FACTORS, sizes=(8, 8, 9)))               # rows do not fill the grid
+    assert "not a full grid" in sub["factorvae"]["skipped"] and "score" in sub["sap"]
+    none = d.scores(PERFECT, dataset(None))
+    assert all("no ground-truth factors" in v["skipped"] for v in none.values())
