@@ -133,11 +133,9 @@ def _boosted_trees(xb: np.ndarray, y: np.ndarray, xb_test: np.ndarray, y_test: n
                 k = np.broadcast_to(root_count, (c, 1, dims, n_bins)).astype(np.float64)
             else:       # histograms of left children only; right child = parent − left (the subtraction trick)
                 q = c * m // 2
-                left = node % 2 == 0
-                w = np.zeros((n, 2 * q))
-                column = cls * (m // 2) + node // 2              # (class, left child) → a column
-                w[rows, column] = np.where(left, r, 0.0)
-                w[rows, q + column] = left
+                # columns (class, left child): a row's residual, and 1 for its count, where it is in that child
+                member = (node % 2 == 0)[:, :, None] & ((node // 2)[:, :, None] == np.arange(m // 2))
+                w = np.concatenate([(r[:, :, None] * member).reshape(n, q), member.reshape(n, q)], 1)
                 h = (binned_t @ w).T                            # (2q, D·B)
                 s, k = np.empty((c, m, dims, n_bins)), np.empty((c, m, dims, n_bins))
                 s[:, 0::2], k[:, 0::2] = h[:q].reshape(c, m // 2, dims, n_bins), h[q:].reshape(c, m // 2, dims, n_bins)
