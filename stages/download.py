@@ -12,6 +12,8 @@ from tcvae.io import write_json
 OFFLINE = ("Alternatives that need no network:\n"
            "  • source: procedural   draw the data set here (dSprites exactly; faces as a stand-in)\n"
            "  • source: file         point `file:` at a copy you already have")
+SHAPES3D_OFFLINE = ("Shapes3D has no offline stand-in: fetch 3dshapes.h5 (268 MB) on a machine with network, from\n"
+                    "  https://storage.googleapis.com/3d-shapes/3dshapes.h5, then use `source: file` with `file:` naming it")
 
 
 def command(params: ParamsOption = Path("params.yaml"),
@@ -28,11 +30,12 @@ def command(params: ParamsOption = Path("params.yaml"),
         elif spec.source == "download":
             target = out / Path(spec.url).name
             if not (target.is_file() and md5sum(target) == spec.md5):
-                fetch(spec.url, target, spec.md5, offline_hint=OFFLINE)
+                fetch(spec.url, target, spec.md5, offline_hint=SHAPES3D_OFFLINE if spec.kind == "shapes3d" else OFFLINE)
             record |= {"file": str(target), "md5": spec.md5, "url": spec.url}
         elif spec.source == "file":
             if not spec.file.is_file():
-                raise UserError(f"data.{name}.file = {spec.file}: no such file\n\n{OFFLINE}")
+                hint = SHAPES3D_OFFLINE if spec.kind == "shapes3d" else OFFLINE
+                raise UserError(f"data.{name}.file = {spec.file}: no such file\n\n{hint}")
             digest = md5sum(spec.file)
             if spec.md5 and digest != spec.md5:
                 raise UserError(f"data.{name}.file = {spec.file}: md5 {digest} does not match data.{name}.md5 "

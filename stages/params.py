@@ -133,7 +133,7 @@ def _explain(path: Path, raw: object, error: ValidationError) -> str:
     for col in ("key", "value", "rule"):
         table.add_column(col, overflow="fold")
     for e in error.errors():
-        loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and p in ("dsprites", "faces", "celeba") and e["loc"].index(p) == 2)]
+        loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and p in ("dsprites", "faces", "celeba", "shapes3d") and e["loc"].index(p) == 2)]
         key = ".".join(loc) or "(top level)"
         rule = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":

@@ -51,6 +51,8 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
             sizes[dataset] = (int(np.prod([len(k) for k in dsprites.subgrid(spec.step)])), 1)
         elif spec.kind == "faces":
             sizes[dataset] = (spec.identities * faces.PER_IDENTITY, 1)
+        elif spec.kind == "shapes3d":
+            sizes[dataset] = (480_000, 3)
         else:
             sizes[dataset] = (spec.limit or CELEBA_IMAGES, 3)
     with progress(len(s.datasets) * len(s.methods), "measure training steps", "model") as advance:

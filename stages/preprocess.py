@@ -13,7 +13,7 @@ from tcvae.errors import UserError
 def command(params: ParamsOption = Path("params.yaml"),
             dataset: DatasetsOption = None) -> None:
     """Render or convert each data set into one HDF5 file (written atomically)."""
-    from tcvae.data import celeba, dsprites, faces
+    from tcvae.data import celeba, dsprites, faces, shapes3d
 
     p = load_params(params)
     for name in select(p, dataset):
@@ -33,5 +33,7 @@ def command(params: ParamsOption = Path("params.yaml"),
         elif spec.kind == "celeba":
             extra = [Path(record[k]) if k in record else None for k in ("attributes", "partition")]
             celeba.preprocess(processed_path(name), file, *extra, spec.limit, spec.source, md5)
+        elif spec.kind == "shapes3d":
+            shapes3d.preprocess(processed_path(name), file, spec.source, md5)
         else:
             faces.preprocess(processed_path(name), file, spec.source, md5, spec.identities)

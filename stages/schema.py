@@ -84,7 +84,23 @@ class CelebaData(FileSource):
     limit: PositiveInt | None = None            # only the first `limit` images (quick runs)
 
 
-DataSpec = Annotated[Union[DspritesData, FacesData, CelebaData], Field(discriminator="kind")]
+class Shapes3dData(FileSource):
+    """Shapes3D from the official file (268 MB, md5-checked), or `file`: a copy you have. With `file`, md5 is
+    checked when set (the official one by default; `md5: null` accepts another copy of the same layout)."""
+    kind: Literal["shapes3d"]
+    source: Literal["download", "file"] = "download"     # no offline stand-in
+    url: Url = "https://storage.googleapis.com/3d-shapes/3dshapes.h5"
+    md5: Md5 | None = "099a2078d58cec4daad0702c55d06868"
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _download_needs_md5(self):
+        if self.source == "download" and self.md5 is None:
+            raise ValueError("source 'download' needs `md5:` (the official file's is the default)")
+        return self
+
+
+DataSpec = Annotated[Union[DspritesData, FacesData, CelebaData, Shapes3dData], Field(discriminator="kind")]
 
 
 
@@ -113,7 +129,8 @@ class TrainParams(Strict):
     lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
     latents: Annotated[int, Field(ge=1, le=512)] = 10
     mlp_width: Annotated[int, Field(ge=8, le=8192)] = 1200   # the MLP's hidden units (paper: 1200)
-    arch: dict[str, Arch] = {"dsprites": "mlp", "faces": "conv", "celeba": "conv"}   # by data set name, else kind
+    arch: dict[str, Arch] = {"dsprites": "mlp", "faces": "conv", "celeba": "conv",
+                             "shapes3d": "conv"}   # by data set name, else kind
     estimator: Literal["mss", "mws"] = "mss"
     alpha: NonNegativeFloat = 1.0               # β-TCVAE's weight on the index-code MI
     gamma: NonNegativeFloat = 1.0               # β-TCVAE's weight on the dimension-wise KL

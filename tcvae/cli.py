@@ -77,6 +77,14 @@ def bench_mig(samples: int = typer.Option(10_000, help="posterior samples"),
     mig(samples, subset)
 
 
+@bench.command("metrics")
+def bench_metrics(seed: int = typer.Option(0, help="metric seed")) -> None:
+    """DCI, SAP, FactorVAE and β-VAE scores timed on the default dSprites sub-grid (46,080) and full dSprites."""
+    from tcvae.bench import metrics
+
+    metrics(seed)
+
+
 def main() -> None:
     from tcvae.errors import UserError
 
