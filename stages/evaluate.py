@@ -28,7 +28,8 @@ def command(dataset: DatasetOption, method: MethodOption, beta: BetaOption, seed
     ds = data.load(need(processed_path(dataset), "preprocess", dataset))
     e = run.params.evaluate
     result, drawn = evaluate(model, ds, n_samples=e.n_samples, batch_size=e.batch_size, n_bins=e.discrete_bins,
-                             active_threshold=e.active_threshold, seed=e.seed, device=device, figures=run.params.figures)
+                             active_threshold=e.active_threshold, seed=e.seed, device=device, scores=e.scores,
+                             figures=run.params.figures)
     write_json(run.dir / "eval.json", {"run": {"dataset": dataset, "method": method, "beta": run.beta, "seed": seed},
                                        **result})
     write(run.dir / "figures.h5", drawn)

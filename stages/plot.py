@@ -27,6 +27,7 @@ def command(params: ParamsOption = Path("params.yaml"),
     rows = read_rows(need(results / "runs.csv", "aggregate", "…"))
     plots.mig_vs_beta(rows, out / "mig_vs_beta")
     plots.tc_vs_mig(rows, out / "tc_vs_mig")
+    plots.metrics_vs_mig(rows, out / "metrics_vs_mig")
     jobs = [(results, out, r, cfg.unused_below) for r in rows]
     if len(jobs) > 1 and (os.cpu_count() or 1) > 1:     # runs are independent: draw them on every core
         with ProcessPoolExecutor(min(os.cpu_count(), len(jobs)), mp_context=get_context("fork")) as pool:

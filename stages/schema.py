@@ -193,6 +193,7 @@ class EvaluateParams(Strict):
     discrete_bins: Annotated[int, Field(ge=2, le=1000)] = 20           # mig_discrete (disentanglement_lib)
     active_threshold: Annotated[float, Field(gt=0)] = 0.01             # Var_n(mu_j) above this: an active unit
     seed: Annotated[int, Field(ge=0)] = 0
+    scores: list[Literal["dci", "sap", "factorvae", "betavae"]] = ["dci", "sap", "factorvae", "betavae"]  # beside MIG
 
 
 

@@ -403,18 +403,23 @@ def betavae_score(codes, factors, factor_sizes: Sequence[int], *, batch_size: in
     return BetaVAEResult(float(model.score(x_eval, y_eval)), float(model.score(x, y)), float(model.score(x_eval, y_eval)))
 
 
-def scores(codes, dataset, *, seed: int = 0) -> dict[str, dict]:
+METRICS = ("dci", "sap", "factorvae", "betavae")
+
+
+def scores(codes, dataset, *, seed: int = 0, which: Sequence[str] = METRICS) -> dict[str, dict]:
     """All four metrics of codes (N, D) (posterior means of the whole `dataset`, a `tcvae.data.Dataset`, in its
     row order), scoring its `metric_factors` as MIG does: {"dci": …, "sap": …, "factorvae": …, "betavae": …},
     each a result's `as_dict()`, or {"skipped": reason} where the data set cannot support the metric (no
     factors, as CelebA; not a full grid, for the two scores that fix a factor)."""
     if dataset.factors is None:
         reason = f"{dataset.name} has no ground-truth factors"
-        return {name: {"skipped": reason} for name in ("dci", "sap", "factorvae", "betavae")}
+        return {name: {"skipped": reason} for name in which}
     scored = [dataset.factor_names.index(name) for name in dataset.metric_factors]
-    out = {"dci": dci(codes, dataset.factors[:, scored], seed=seed).as_dict(),
-           "sap": sap(codes, dataset.factors[:, scored], seed=seed).as_dict()}
+    out = {name: fn(codes, dataset.factors[:, scored], seed=seed).as_dict()
+           for name, fn in (("dci", dci), ("sap", sap)) if name in which}
     for name, fn in (("factorvae", factorvae_score), ("betavae", betavae_score)):
+        if name not in which:
+            continue
         try:
             out[name] = fn(codes, dataset.factors, dataset.factor_sizes, seed=seed, scored=scored).as_dict()
         except UserError as e:

@@ -115,6 +115,39 @@ def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
     save(fig, path, pdf=True)
 
 
+OTHER_METRICS = {"mig_discrete": "discrete MIG (binned means)", "dci": "DCI disentanglement", "sap": "SAP",
+                 "factorvae_score": "FactorVAE score", "betavae_score": "β-VAE score"}
+
+
+def metrics_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
+    """How far the field's metrics agree on this sweep: each metric against MIG, one point per run, a row per data
+    set, with Spearman's rank correlation over the data set's runs in each panel's title."""
+    datasets = sorted({r["dataset"] for r in rows if r["mig"] is not None})
+    names = [m for m in OTHER_METRICS if any(r.get(m) is not None for r in rows)]
+    if not datasets or not names:
+        return
+    fig, axes = plt.subplots(len(datasets), len(names), figsize=(3.1 * len(names), 2.9 * len(datasets) + 0.6),
+                             squeeze=False, layout="constrained")
+    for i, dataset in enumerate(datasets):
+        runs = [r for r in rows if r["dataset"] == dataset and r["mig"] is not None]
+        for ax, name in zip(axes[i], names):
+            mine = [r for r in runs if r.get(name) is not None]
+            for method in _methods(mine):
+                m = [r for r in mine if r["method"] == method]
+                ax.scatter([r["mig"] for r in m], [r[name] for r in m], color=COLORS[method], marker=MARKERS[method],
+                           s=22, alpha=0.8, label=LABELS[method])
+            rho = spearman([r["mig"] for r in mine], [r[name] for r in mine])
+            ax.set_title(f"{dataset}: ρ = {rho:+.2f}" if rho is not None else f"{dataset}: ρ n/a (< 3 points)",
+                         fontsize=9)
+            ax.set_xlabel("MIG", fontsize=8)
+            ax.set_ylabel(OTHER_METRICS[name], fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        axes[i, 0].legend(fontsize=7)
+    fig.suptitle("The other disentanglement metrics against MIG (Spearman's ρ over runs)", fontsize=10)
+    save(fig, path, pdf=True)
+
+
 def mosaic(tiles: np.ndarray, gap: int = 4) -> np.ndarray:
     """Images (R, K, C, H, W) as one array of R rows and K columns with white gaps, values as given (white is the
     largest value of the dtype for integers, 1 for floats): (R·(H+gap)−gap, K·(W+gap)−gap), with a trailing C axis

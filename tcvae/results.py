@@ -22,8 +22,10 @@ import numpy as np
 from tcvae.errors import UserError
 from tcvae.io import atomic_path, write_json
 
-FIELDS = ["dataset", "method", "beta", "seed", "mig", "mig_discrete", "elbo", "log_px", "kl", "mi", "tc",
-          "dimwise_kl", "active_units"]
+FIELDS = ["dataset", "method", "beta", "seed", "mig", "mig_discrete", "dci", "sap", "factorvae_score",
+          "betavae_score", "elbo", "log_px", "kl", "mi", "tc", "dimwise_kl", "active_units"]
+SCORES = {"dci": ("dci", "disentanglement"), "sap": ("sap", "score"), "factorvae_score": ("factorvae", "score"),
+          "betavae_score": ("betavae", "score")}     # runs.csv column: (eval.json's scores entry, its number)
 RUN_FILES = ("eval.json", "history.csv", "figures.h5")
 
 
@@ -40,7 +42,9 @@ def run_path(dataset: str, method: str, beta: float, seed: int) -> Path:
 def row(ev: dict[str, Any]) -> dict[str, Any]:
     """The runs.csv row of one eval.json (MIG columns empty for data sets without factors)."""
     d = ev["decomposition"]
+    scores = {column: ev.get("scores", {}).get(name, {}).get(key) for column, (name, key) in SCORES.items()}
     return {**ev["run"], "mig": ev.get("mig", {}).get("score"), "mig_discrete": ev.get("mig_discrete", {}).get("score"),
+            **scores,
             "elbo": ev["elbo"], "log_px": ev["log_px"], "kl": ev["kl"], "mi": d["mutual_info"],
             "tc": d["total_correlation"], "dimwise_kl": d["dimwise_kl"], "active_units": ev["active_units"]}
 
@@ -92,9 +96,9 @@ def _ranks(v: np.ndarray) -> np.ndarray:
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{dataset: {method: {"mig", "beta", "rho", "elbo", "runs"}}}: the median MIG over seeds at the β where it is
-    largest, that β, Spearman's ρ(TC, MIG) over all the method's runs (None if not meaningful), the median ELBO at
-    that β (nats) and the number of runs.
+    """{dataset: {method: {"mig", "beta", "rho", "elbo", "runs", "dci", "sap", "factorvae", "betavae"}}}: the median
+    MIG over seeds at the β where it is largest, that β, Spearman's ρ(TC, MIG) over all the method's runs (None if
+    not meaningful), the number of runs, and at that β the median ELBO (nats) and other metrics (where computed).
     Data sets without factors get the median ELBO instead of MIG."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
@@ -108,9 +112,13 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             medians = {b: float(np.median([r["mig"] for r in runs if r["beta"] == b])) for b in betas}
             best = max(betas, key=lambda b: (medians[b], -b))
             rho = spearman([r["tc"] for r in runs], [r["mig"] for r in runs])
-            elbo = float(np.median([r["elbo"] for r in runs if r["beta"] == best]))
-            methods[method] = {"mig": round(medians[best], 4), "beta": best, "rho": None if rho is None else round(rho, 3),
-                               "elbo": round(elbo, 2), "runs": len(runs)}
+            at_best = [r for r in runs if r["beta"] == best]
+            methods[method] = {"mig": round(medians[best], 4), "beta": int(best) if float(best).is_integer() else best, "rho": None if rho is None else round(rho, 3),
+                               "elbo": round(float(np.median([r["elbo"] for r in at_best])), 2), "runs": len(runs)}
+            for column in SCORES:      # the other metrics at the same β
+                values = [r[column] for r in at_best if r[column] is not None]
+                if values:
+                    methods[method][column.removesuffix("_score")] = round(float(np.median(values)), 4)
     return out
 
 
