@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -63,9 +64,34 @@ def open_run(params: Path, dataset: str, method: str, beta: str, seed: int) -> R
 
     p = load_params(params)
     value = run_coordinates(p, dataset, method, beta)
+    check_processed(p, dataset)
+    s = p.sweep
+    if not (dataset in s.datasets and method in s.methods and value in s.betas and seed in s.seeds):
+        print(f"note: {dataset} {method} β={beta_name(value)} seed {seed} is not in params' sweep: fine for "
+              f"exploring, but it will not appear in aggregate or figures", file=sys.stderr)
     if p.compute.device != "cpu":      # parallel workers on a multi-GPU machine: one GPU each
         claim_gpu(visible_gpus())
     return Run(p, dataset, method, value, seed, run_dir(dataset, method, value, seed))
+
+
+def check_processed(p: "Params", dataset: str) -> None:
+    """Refuse a processed file that its data set's params no longer describe (made with another `step`,
+    source, …): training on it would record params the data does not follow. A missing file is left to
+    the stage, which says how to make it."""
+    from tcvae.data import made_from
+
+    path = processed_path(dataset)
+    if not path.is_file():
+        return
+    then, now = made_from(path), p.data[dataset].model_dump(mode="json")
+    if then == now:
+        return
+    rerun = f"rerun `dvc repro preprocess` (or `tcvae stage preprocess --dataset {dataset}`)"
+    if then is None:
+        raise UserError(f"{path} does not record the params that made it (an older tcvae made it): {rerun}")
+    changed = [f"data.{dataset}.{k}: {_clip(repr(then.get(k)), 40)} then, {_clip(repr(now.get(k)), 40)} now"
+               for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k)]
+    raise UserError(f"{path} was made from other params ({'; '.join(changed)}): {rerun}")
 
 
 def run_coordinates(p: "Params", dataset: str, method: str, beta: str) -> float:

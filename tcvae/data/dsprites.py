@@ -150,8 +150,9 @@ def _npz_blocks(npz_path: Path, keep: list[np.ndarray], block: int = 16384):
 
 
 def preprocess(path: Path, step: dict[str, int], npz_path: Path | None = None, source: str = "procedural",
-               source_md5: str = "") -> None:
-    """Write the dSprites (sub-)grid to a processed HDF5 at `path`, rendered or converted from the npz."""
+               source_md5: str = "", made_from: dict | None = None) -> None:
+    """Write the dSprites (sub-)grid to a processed HDF5 at `path`, rendered or converted from the npz
+    (`made_from`: the params recorded in it)."""
     from tcvae import data
 
     keep = subgrid(step)
@@ -161,4 +162,4 @@ def preprocess(path: Path, step: dict[str, int], npz_path: Path | None = None, s
     data.write(path, blocks, n=len(index), image_shape=(1, 64, 64), factors=index,
                factor_values=np.stack([values[k][keep[k][index[:, k]]] for k in range(5)], 1),
                factor_names=FACTOR_NAMES, factor_sizes=[len(k) for k in keep], metric_factors=METRIC_FACTORS,
-               source=source, source_md5=source_md5, packed=True)
+               source=source, source_md5=source_md5, packed=True, made_from=made_from)

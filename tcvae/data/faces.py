@@ -156,7 +156,7 @@ def load_basel(path: Path) -> np.ndarray:
 
 
 def preprocess(path: Path, pth_path: Path | None = None, source: str = "procedural", source_md5: str = "",
-               identities: int = 50) -> None:
+               identities: int = 50, made_from: dict | None = None) -> None:
     """Write the faces grid of the first `identities` identities to a processed HDF5 at `path`:
     procedural, or the authors' renders."""
     from tcvae import data
@@ -172,4 +172,4 @@ def preprocess(path: Path, pth_path: Path | None = None, source: str = "procedur
     data.write(path, blocks, n=len(index), image_shape=(1, 64, 64), factors=index,
                factor_values=np.stack([values[k][index[:, k]] for k in range(4)], 1),
                factor_names=FACTOR_NAMES, factor_sizes=sizes, metric_factors=METRIC_FACTORS,
-               source=source, source_md5=source_md5)
+               source=source, source_md5=source_md5, made_from=made_from)
