@@ -7,6 +7,7 @@ from pathlib import Path
 
 from stages.options import ParamsOption
 from stages.params import load_params, processed_path
+from tcvae.errors import UserError
 
 CELEBA_IMAGES = 202_599
 
@@ -27,7 +28,14 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
 
     p = load_params(params)
     t, s = p.train, p.sweep
-    with Repo() as repo, repo.lock:    # stage status reads what DVC writes: hold its lock
+    from dvc.exceptions import NotDvcRepoError
+
+    try:
+        repo = Repo()
+    except NotDvcRepoError:
+        raise UserError(f"{Path.cwd()} is not inside a DVC repository: run `tcvae sweep plan` from the "
+                        f"repository's root (where dvc.yaml is)") from None
+    with repo, repo.lock:    # stage status reads what DVC writes: hold its lock
         stages = {st.name: st for st in repo.index.stages}
         status = {}
         for name, st in stages.items():
@@ -46,8 +54,11 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
         spec = p.data[dataset]
         path = processed_path(dataset)
         if path.is_file():
-            with h5py.File(path) as f:
-                sizes[dataset] = (len(f["images"]), int(f.attrs["image_shape"][0]))
+            try:
+                with h5py.File(path, "r") as f:
+                    sizes[dataset] = (len(f["images"]), int(f.attrs["image_shape"][0]))
+            except (OSError, KeyError, ValueError, IndexError) as e:
+                raise UserError(f"{path}: damaged ({e}); delete it and rerun the preprocess stage") from None
         elif spec.kind == "dsprites":           # not built yet: the size its params imply
             sizes[dataset] = (int(np.prod([len(k) for k in dsprites.subgrid(spec.step)])), 1)
         elif spec.kind == "faces":
