@@ -129,6 +129,6 @@ def test_nan_stops_with_step_and_term_and_keeps_the_checkpoint(prepared, monkeyp
 def test_bad_coordinates_exit_2(prepared):
     folder, _ = prepared
     proc = tcvae("stage", "train", "--dataset", "tiny", "--method", "vae", "--beta", "-1", cwd=folder)
-    assert proc.returncode == 2 and "--method vae" in proc.stderr and "--beta -1" in proc.stderr
+    assert proc.returncode == 2 and "--method vae" in proc.stderr and "--beta '-1'" in proc.stderr
     proc = tcvae("stage", "train", "--dataset", "other", "--method", "tcvae", "--beta", "1", cwd=folder)
     assert proc.returncode == 2 and "--dataset other" in proc.stderr
