@@ -14,12 +14,10 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import shutil
 import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ import torch
 from tcvae import objectives as obj
 from tcvae.data import Dataset
 from tcvae.errors import UserError
-from tcvae.io import atomic_path
+from tcvae.io import atomic_path, load_weights_only
 from tcvae.models import VAE, Discriminator
 from tcvae.progress import progress
 
@@ -238,7 +236,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[VAE, dic
     """A trained VAE (eval mode) and the record saved with it, loaded with weights_only=True. A file that is
     not such a model (damaged, another kind of file, weights that do not fit the recorded architecture) is a
     UserError, checked before any large allocation."""
-    saved = load_weights_only(path, device)
+    saved = load_weights_only(path, device, remedy="delete it and rerun the train stage")
     if not isinstance(saved, dict) or not isinstance(saved.get("state_dict"), dict):
         raise _not_a_model(path, f"it holds {type(saved).__name__}, not a dict with a state_dict")
     problems = [] if saved.get("arch") in ("mlp", "conv") else [f"arch {saved.get('arch')!r} (must be mlp or conv)"]
@@ -261,28 +259,6 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[VAE, dic
     model = VAE(saved["arch"], saved["latents"], saved["channels"], saved["width"]).to(device)
     model.load_state_dict(saved.pop("state_dict"))
     return model.eval(), saved
-
-
-def load_weights_only(path: Path, device: str | torch.device = "cpu") -> Any:
-    """torch.load(weights_only=True), its failures as one-line UserErrors: the refusal of a file holding
-    Python objects stays a refusal (and never suggests turning the check off)."""
-    try:
-        with warnings.catch_warnings():    # e.g. "pickle protocol 4 … please file an issue": noise beside our message
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location=device, weights_only=True)
-    except (torch.OutOfMemoryError, PermissionError, FileNotFoundError):
-        raise
-    except pickle.UnpicklingError as e:
-        # torch's message is a page that ends in advice to turn the check off: keep only the reason
-        reason = next((line.strip() for line in str(e).splitlines() if line.strip() and not any(
-            w in line for w in ("eights only", "weights_only", "Please file", "Check the documentation"))), "")
-        if "GLOBAL" in reason or "global" in reason:
-            raise UserError(f"{path}: refused — it holds Python objects, not only tensors and plain data, and "
-                            f"loading them could run code ({reason[:100]}). tcvae never writes such a file; "
-                            f"delete it and rerun the stage that makes it") from None
-        raise _not_a_model(path, f"not a readable torch file ({reason[:100] or _first_line(e)})") from None
-    except Exception as e:      # random bytes, truncated zip, …: torch raises many types
-        raise _not_a_model(path, f"not a readable torch file ({_first_line(e)})") from None
 
 
 def _not_a_model(path: Path, what: str) -> UserError:

@@ -108,19 +108,26 @@ def test_strict_values_are_refused(project, section, value, key):
 
 
 def test_paths_and_pairs_still_read_from_yaml(project, monkeypatch, tmp_path):
-    """Strict types, but YAML has no path or tuple: a string and a list are read as one; `~` is expanded."""
+    """Strict types, but YAML has no path or tuple: a string and a list are read as one; `~` is expanded
+    (the README's CelebA example, `file: ~/data/img_align_celeba.zip`)."""
+    import hashlib
+    import zipfile
     from stages.params import load_params
     folder, write_params = project
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "data").mkdir()
-    (tmp_path / "data/renders.pth").write_bytes(b"x")
-    path = write_params(tiny_params(data={"faces": {"kind": "faces", "source": "file", "file": "~/data/renders.pth"}},
-                                    train={**TINY_TRAIN, "discriminator": {"betas": [0.5, 0.9]}, "alpha": 1}))
+    with zipfile.ZipFile(tmp_path / "data/img_align_celeba.zip", "w") as z:
+        z.writestr("img_align_celeba/000001.jpg", b"")
+    md5 = hashlib.md5((tmp_path / "data/img_align_celeba.zip").read_bytes()).hexdigest()
+    celeba = {"kind": "celeba", "source": "file", "file": "~/data/img_align_celeba.zip", "md5": md5}
+    path = write_params(tiny_params(data={"celeba": celeba},
+                                    train={**TINY_TRAIN, "arch": {"celeba": "conv"}, "alpha": 1,
+                                           "discriminator": {"betas": [0.5, 0.9]}}))
     p = load_params(path)
-    assert p.data["faces"].file == tmp_path / "data/renders.pth" and p.train.discriminator.betas == (0.5, 0.9)
-    assert p.train.alpha == 1.0
+    assert p.data["celeba"].file == tmp_path / "data/img_align_celeba.zip"
+    assert p.train.discriminator.betas == (0.5, 0.9) and p.train.alpha == 1.0
     code, out = run_cli("stage", "download", cwd=folder)
-    assert code == 0, out                                 # the README's `file: ~/data/…` is found
+    assert code == 0, out
 
 
 # ---- run coordinates on the command line ----
@@ -310,6 +317,28 @@ def test_a_non_jpeg_inside_the_celeba_zip(project):
     assert not (folder / "data/processed").exists() or not any((folder / "data/processed").iterdir())
 
 
+@pytest.mark.parametrize("kind,name,contents", [
+    ("faces", "basel_face_renders.pth", os.urandom(4000)),
+    ("faces", "basel_face_renders.pth", "list"),
+    ("dsprites", "dsprites.npz", os.urandom(4000)),
+])
+def test_damaged_raw_files_you_supply(project, kind, name, contents):
+    import torch
+    folder, write_params = project
+    if contents == "list":
+        torch.save([1, 2], folder / name)
+    else:
+        (folder / name).write_bytes(contents)
+    import hashlib
+    md5 = hashlib.md5((folder / name).read_bytes()).hexdigest()      # a copy whose checksum was taken: it is read
+    spec = {"kind": kind, "source": "file", "file": str(folder / name), "md5": md5}
+    write_params(tiny_params(data={"faces" if kind == "faces" else "tiny": spec}))
+    assert run_cli("stage", "download", cwd=folder)[0] == 0
+    code, out = run_cli("stage", "preprocess", cwd=folder)
+    assert code == 2 and name in out and "Traceback" not in out and len(out.strip().splitlines()) == 1, out
+    assert not (folder / "data/processed").exists() or not any((folder / "data/processed").iterdir())
+
+
 def test_sweep_plan_outside_a_dvc_repository(project):
     folder, _ = project
     assert "not inside a DVC repository" in refused(folder, "sweep", "plan")
@@ -327,7 +356,15 @@ def test_ctrl_c_says_what_was_kept(project, monkeypatch):
 
 # ---- never lose a run's work ----
 
-def test_a_damaged_checkpoint_is_moved_aside_and_the_run_starts_over(prepared):
+def _truncated_checkpoint(path):
+    import torch
+    torch.save({"key": "k", "step": 3, "model": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:2000])
+
+
+@pytest.mark.parametrize("damage", [lambda p: p.write_bytes(os.urandom(3000)), _truncated_checkpoint],
+                         ids=["random bytes", "truncated"])
+def test_a_damaged_checkpoint_is_moved_aside_and_the_run_starts_over(prepared, damage):
     import torch
     folder, _ = prepared
     run = folder / "data/runs/tiny/betavae/beta1/seed0"
@@ -335,7 +372,7 @@ def test_a_damaged_checkpoint_is_moved_aside_and_the_run_starts_over(prepared):
     clean = torch.load(run / "model.pt", weights_only=True)["state_dict"]
     for f in run.iterdir():
         f.unlink()
-    (run / "checkpoint.pt").write_bytes(os.urandom(3000))
+    damage(run / "checkpoint.pt")
     code, out = run_cli(*TRAIN, cwd=folder)
     assert code == 0, out
     assert "checkpoint.pt is damaged" in out and "starts over" in out

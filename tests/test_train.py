@@ -89,6 +89,8 @@ def test_interrupted_run_resumes_to_the_same_weights(prepared, device, how):
     proc.send_signal(how)
     proc.wait(timeout=60)
     assert proc.returncode == (-9 if how == signal.SIGKILL else 130)
+    if how == signal.SIGINT:                          # Ctrl-C says what it kept, though Typer exits before main()'s except
+        assert "interrupted; no partial output was kept" in proc.stderr.read()
     state = torch.load(folder / RUN_DIR / "checkpoint.pt", weights_only=True)
     assert 0 < state["step"] < 300                    # it really stopped part-way
     assert not (folder / RUN_DIR / "model.pt").exists()

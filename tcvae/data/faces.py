@@ -146,12 +146,15 @@ def render_grid(identities: int = 50, seed: int = 0):
 
 def load_basel(path: Path) -> np.ndarray:
     """The authors' renders as uint8 (127050, 64, 64), loaded without unpickling arbitrary objects."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    from tcvae.errors import UserError
+    from tcvae.io import load_weights_only
+
+    data = load_weights_only(path, remedy="point `file:` at the authors' basel_face_renders.pth")
     if not isinstance(data, torch.Tensor) or tuple(data.shape) != (50, 21, 11, 11, 64, 64):
         shape = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
-        raise ValueError(f"{path}: expected a uint8 tensor (50, 21, 11, 11, 64, 64), found {shape}")
+        raise UserError(f"{path}: expected a uint8 tensor (50, 21, 11, 11, 64, 64), found {shape}")
     if data.dtype != torch.uint8:
-        raise ValueError(f"{path}: expected dtype uint8, found {data.dtype}")
+        raise UserError(f"{path}: expected dtype uint8, found {data.dtype}")
     return data.reshape(-1, 64, 64).numpy()
 
 
