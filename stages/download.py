@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from stages.options import DatasetsOption, ParamsOption
 from stages.params import load_params, raw_dir, select
@@ -19,29 +21,49 @@ SHAPES3D_OFFLINE = ("Shapes3D has no offline stand-in: fetch 3dshapes.h5 (268 MB
 def command(params: ParamsOption = Path("params.yaml"),
             dataset: DatasetsOption = None) -> None:
     """Download or locate raw files; procedural data sets need none (a source.json records that)."""
+    p = load_params(params)
+    names = select(p, dataset)
+    made = [d for d in (Path("data"), Path("data/raw"), *map(raw_dir, names)) if not d.exists()]
+    try:
+        records = {name: _record(name, p.data[name]) for name in names}
+    except BaseException:          # a failed download leaves no empty data/raw/<dataset>/ behind
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                d.rmdir()          # only if empty: a partial CelebA download (.part) is kept to resume
+        raise
+    for name, record in records.items():     # written once every data set is in place: all or none
+        write_json(raw_dir(name) / "source.json", record)
+
+
+def _record(name: str, spec) -> dict:
+    """Fetch or check one data set's raw files; return what its source.json records."""
+    try:
+        return _fetch(name, spec, raw_dir(name))
+    except OSError as e:     # a path the system refuses (too long, a loop, unreadable, …)
+        raise UserError(f"data.{name}: {e.filename or ''}: {e.strerror or e}; nothing was written") from None
+
+
+def _fetch(name: str, spec, out: Path) -> dict:
     from tcvae.data.download import fetch, md5sum
 
-    p = load_params(params)
-    for name in select(p, dataset):
-        spec, out = p.data[name], raw_dir(name)
-        record = {"dataset": name, "kind": spec.kind, "source": spec.source}
-        if spec.kind == "celeba":
-            record |= _celeba(name, spec, out)
-        elif spec.source == "download":
-            target = out / Path(spec.url).name
-            if not (target.is_file() and md5sum(target) == spec.md5):
-                fetch(spec.url, target, spec.md5, offline_hint=SHAPES3D_OFFLINE if spec.kind == "shapes3d" else OFFLINE)
-            record |= {"file": str(target), "md5": spec.md5, "url": spec.url}
-        elif spec.source == "file":
-            if not spec.file.is_file():
-                hint = SHAPES3D_OFFLINE if spec.kind == "shapes3d" else OFFLINE
-                raise UserError(f"data.{name}.file = {spec.file}: no such file\n\n{hint}")
-            digest = md5sum(spec.file)
-            if spec.md5 and digest != spec.md5:
-                raise UserError(f"data.{name}.file = {spec.file}: md5 {digest} does not match data.{name}.md5 "
-                                f"= {spec.md5}\n  the file is damaged or a different release; nothing was written")
-            record |= {"file": str(spec.file), "md5": digest}
-        write_json(out / "source.json", record)
+    record = {"dataset": name, "kind": spec.kind, "source": spec.source}
+    if spec.kind == "celeba":
+        record |= _celeba(name, spec, out)
+    elif spec.source == "download":
+        target = out / urlsplit(spec.url).path.rsplit("/", 1)[-1]   # the URL's file name (params check it has one)
+        if not (target.is_file() and md5sum(target) == spec.md5):
+            fetch(spec.url, target, spec.md5, offline_hint=SHAPES3D_OFFLINE if spec.kind == "shapes3d" else OFFLINE)
+        record |= {"file": str(target), "md5": spec.md5, "url": spec.url}
+    elif spec.source == "file":
+        if not spec.file.is_file():
+            hint = SHAPES3D_OFFLINE if spec.kind == "shapes3d" else OFFLINE
+            raise UserError(f"data.{name}.file = {spec.file}: no such file\n\n{hint}")
+        digest = md5sum(spec.file)
+        if spec.md5 and digest != spec.md5:
+            raise UserError(f"data.{name}.file = {spec.file}: md5 {digest} does not match data.{name}.md5 "
+                            f"= {spec.md5}\n  the file is damaged or a different release; nothing was written")
+        record |= {"file": str(spec.file), "md5": digest}
+    return record
 
 
 def _celeba(name: str, spec, out: Path) -> dict:

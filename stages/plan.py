@@ -7,6 +7,7 @@ from pathlib import Path
 
 from stages.options import ParamsOption
 from stages.params import load_params
+from tcvae.errors import UserError
 
 CELEBA_IMAGES = 202_599
 
@@ -27,7 +28,14 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
 
     p = load_params(params)
     t, s = p.train, p.sweep
-    with Repo() as repo, repo.lock:    # stage status reads what DVC writes: hold its lock
+    from dvc.exceptions import NotDvcRepoError
+
+    try:
+        repo = Repo()
+    except NotDvcRepoError:
+        raise UserError(f"{Path.cwd()} is not inside a DVC repository: run `tcvae sweep plan` from the "
+                        f"repository's root (where dvc.yaml is)") from None
+    with repo, repo.lock:    # stage status reads what DVC writes: hold its lock
         stages = {st.name: st for st in repo.index.stages}
         status = {}
         for name, st in stages.items():

@@ -28,12 +28,13 @@ def command(params: ParamsOption = Path("params.yaml"),
                             f"'{spec.source}': rerun the download stage")
         file = Path(record["file"]) if "file" in record else None
         md5 = record.get("md5", "")
+        made_from = spec.model_dump(mode="json")     # train and evaluate refuse the file once params differ
         if spec.kind == "dsprites":
-            dsprites.preprocess(processed_path(name), spec.step, file, spec.source, md5)
+            dsprites.preprocess(processed_path(name), spec.step, file, spec.source, md5, made_from)
         elif spec.kind == "celeba":
             extra = [Path(record[k]) if k in record else None for k in ("attributes", "partition")]
-            celeba.preprocess(processed_path(name), file, *extra, spec.limit, spec.source, md5)
+            celeba.preprocess(processed_path(name), file, *extra, spec.limit, spec.source, md5, made_from)
         elif spec.kind == "shapes3d":
-            shapes3d.preprocess(processed_path(name), file, spec.source, md5)
+            shapes3d.preprocess(processed_path(name), file, spec.source, md5, made_from)
         else:
-            faces.preprocess(processed_path(name), file, spec.source, md5, spec.identities)
+            faces.preprocess(processed_path(name), file, spec.source, md5, spec.identities, made_from)

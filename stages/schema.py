@@ -8,22 +8,40 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
-                      StrictFloat, StrictInt, field_validator, model_validator)
+from urllib.parse import urlsplit
+
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                      PositiveInt, StrictFloat, StrictInt, field_validator, model_validator)
 
 
 
 class Strict(BaseModel):
-    """Every params section: unknown keys are refused, values are immutable once validated."""
+    """Every params section: unknown keys are refused, values are immutable once validated. Types are strict
+    (no `steps: true` or `steps: "5"`; an int is still a float) and numbers finite (no .inf or .nan)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+# YAML has no path or tuple type: these two are read from a string and a list (the rest stays strict)
+UserPath = Annotated[Path, Field(strict=False), AfterValidator(lambda p: p.expanduser())]   # `~/data/…` works
 
 
 # ---- data ----
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
 Md5 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
-Url = Annotated[str, Field(pattern=r"^https?://\S+$")]
+
+
+def _plain_url(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError("a URL needs a host name")
+    if {".", ".."} & set(parts.path.split("/")):
+        raise ValueError("a URL with '.' or '..' in its path: write the file's own address")
+    return url
+
+
+Url = Annotated[str, Field(pattern=r"^https?://\S+$", max_length=2000), AfterValidator(_plain_url)]
 DSPRITES_FACTORS = ("shape", "scale", "orientation", "posX", "posY")
 DSPRITES_SIZES = dict(zip(DSPRITES_FACTORS, (3, 6, 40, 32, 32)))
 
@@ -43,8 +61,15 @@ class DspritesData(FileSource):
     source: Literal["procedural", "download", "file"] = "procedural"
     url: Url = "https://github.com/deepmind/dsprites-dataset/raw/master/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
     md5: Md5 = "7da33b31b13a06f4b04a70402ce90c2e"
-    file: Path | None = None
+    file: UserPath | None = None
     step: dict[Literal[DSPRITES_FACTORS], PositiveInt] = {}   # keep every k-th value of a factor
+
+    @field_validator("url")
+    @classmethod
+    def _names_a_file(cls, url: str) -> str:
+        if not urlsplit(url).path.rsplit("/", 1)[-1]:   # the download is saved under the URL's file name
+            raise ValueError("the URL must end in the file's name (…/dsprites_ndarray_….npz)")
+        return url
 
     @model_validator(mode="after")
     def _step_fits(self):
@@ -57,7 +82,7 @@ class DspritesData(FileSource):
 class FacesData(FileSource):
     kind: Literal["faces"]
     source: Literal["procedural", "file"] = "procedural"   # the Basel renders are not downloadable
-    file: Path | None = None
+    file: UserPath | None = None
     md5: Md5 | None = None                                  # checked when given
     identities: Annotated[int, Field(ge=1, le=50)] = 50     # keep the first k of the 50 (k × 2,541 images)
 
@@ -74,13 +99,13 @@ class CelebaData(FileSource):
     source: Literal["download", "file"] = "download"
     url: Url = _drive("0B7EVK8r0v71pZjFTYXZWM3FlRnM")
     md5: Md5 = "00d2c5bc6d35e252742224ab0c1e8fcb"
-    file: Path | None = None
+    file: UserPath | None = None
     attributes_url: Url | None = _drive("0B7EVK8r0v71pblRyaVFSWGxPY0U")
     attributes_md5: Md5 = "75e246fa4810816ffd6ee81facbd244c"
-    attributes: Path | None = None
+    attributes: UserPath | None = None
     partition_url: Url | None = _drive("0B7EVK8r0v71pY0NSMzRuSXJEVkk")
     partition_md5: Md5 = "d32c9cbf5e040fd4025c592c306e6668"
-    partition: Path | None = None
+    partition: UserPath | None = None
     limit: PositiveInt | None = None            # only the first `limit` images (quick runs)
 
 
@@ -119,12 +144,13 @@ class Anneal(Strict):
 class DiscriminatorParams(Strict):
     """FactorVAE's critic optimiser (Kim & Mnih 2018: Adam 1e-4, betas 0.5, 0.9)."""
     lr: PositiveFloat = 1e-4
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.5, 0.9)
+    betas: Annotated[tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]],
+                     Field(strict=False)] = (0.5, 0.9)
 
 
 class TrainParams(Strict):
-    steps: PositiveInt | None = None            # optimisation steps; or give `epochs`
-    epochs: PositiveFloat | None = None
+    steps: Annotated[int, Field(gt=0, le=10**12)] | None = None         # optimisation steps; or give `epochs`
+    epochs: Annotated[float, Field(gt=0, le=1e6)] | None = None
     batch_size: Annotated[int, Field(ge=2, le=65536)] = 256
     lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
     latents: Annotated[int, Field(ge=1, le=512)] = 10
@@ -192,7 +218,7 @@ class EvaluateParams(Strict):
     batch_size: PositiveInt = 2048                                     # encoding batch
     discrete_bins: Annotated[int, Field(ge=2, le=1000)] = 20           # mig_discrete (disentanglement_lib)
     active_threshold: Annotated[float, Field(gt=0)] = 0.01             # Var_n(mu_j) above this: an active unit
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     scores: list[Literal["dci", "sap", "factorvae", "betavae"]] = ["dci", "sap", "factorvae", "betavae"]  # beside MIG
 
 
@@ -231,6 +257,14 @@ class Params(Strict):
             if spec.kind == "faces" and spec.source == "procedural" and not name.endswith("-procedural"):
                 raise ValueError(f"data.{name}: procedural faces are a stand-in for the Basel renders; "
                                  f"name the data set '{name}-procedural'")
+        return self
+
+    @model_validator(mode="after")
+    def _arch_for_every_data_set(self):
+        for name, spec in self.data.items():
+            if name not in self.train.arch and spec.kind not in self.train.arch:
+                raise ValueError(f"train.arch names neither data set '{name}' nor its kind '{spec.kind}': "
+                                 f"add `{spec.kind}: mlp` or `{spec.kind}: conv`")
         return self
 
     @model_validator(mode="after")

@@ -84,17 +84,27 @@ def bench_metrics(seed: int = typer.Option(0, help="metric seed")) -> None:
 
     metrics(seed)
 
+INTERRUPTED = "interrupted; no partial output was kept (rerun: an interrupted training run resumes from its checkpoint)"
 
-def main() -> None:
+
+def main(args: list[str] | None = None) -> None:
+    """The console script: bad input (UserError) is one screen on stderr and exit code 2, Ctrl-C exit 130.
+    `args` (default: the command line) lets tests run the real CLI in-process."""
     from tcvae.errors import UserError
 
     try:
-        app()
+        app(args=args, prog_name="tcvae")
     except UserError as e:
         from rich.console import Console
+        from rich.text import Text
 
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+        # as Text, not markup: a message quoting the user's input may hold [brackets]
+        Console(stderr=True, highlight=False).print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
         sys.exit(2)
+    except SystemExit as e:    # Typer turns Ctrl-C into Exit(130) before it could reach an `except` here
+        if e.code == 130:
+            print(INTERRUPTED, file=sys.stderr)
+        raise
     except KeyboardInterrupt:
-        print("interrupted; no partial output was kept", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)

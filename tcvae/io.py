@@ -5,8 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
+
+from tcvae.errors import UserError
 
 
 @contextlib.contextmanager
@@ -25,3 +29,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_json(path: str | Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def load_weights_only(path: str | Path, device: Any = "cpu", *, remedy: str) -> Any:
+    """torch.load(weights_only=True) with its failures as one-line UserErrors ending in `remedy`. The refusal
+    of a file holding Python objects stays a refusal, and never repeats torch's advice to turn the check off."""
+    import torch
+
+    try:
+        with warnings.catch_warnings():    # e.g. "pickle protocol 4 … please file an issue": noise beside our message
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=device, weights_only=True)
+    except (torch.OutOfMemoryError, PermissionError, FileNotFoundError):
+        raise
+    except pickle.UnpicklingError as e:
+        # torch's message is a page that ends in advice to turn the check off: keep only the reason
+        reason = next((line.strip() for line in str(e).splitlines() if line.strip() and not any(
+            w in line for w in ("eights only", "weights_only", "Please file", "Check the documentation"))), "")
+        if "GLOBAL" in reason or "global" in reason:
+            raise UserError(f"{path}: refused — it holds Python objects, not only tensors and plain data, and "
+                            f"loading them could run code ({reason[:100]}). tcvae never writes such a file; "
+                            f"{remedy}") from None
+        raise UserError(f"{path}: not a readable torch file ({reason[:100] or type(e).__name__}); {remedy}") from None
+    except Exception as e:      # random bytes, a truncated zip, …: torch raises many types
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise UserError(f"{path}: not a readable torch file ({first}); {remedy}") from None

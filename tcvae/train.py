@@ -14,7 +14,9 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import torch
 from tcvae import objectives as obj
 from tcvae.data import Dataset
 from tcvae.errors import UserError
-from tcvae.io import atomic_path
+from tcvae.io import atomic_path, load_weights_only
 from tcvae.models import VAE, Discriminator
 from tcvae.progress import progress
 
@@ -90,16 +92,31 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
     ckpt_path, history = out / "checkpoint.pt", []
     start = 0
+    check_writable(out, 7 * _bytes(model, disc))  # model.pt, and a checkpoint (weights + Adam's 2) written beside the last
     if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if state["key"] == key:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            if disc is not None:
-                disc.load_state_dict(state["disc"])
-                disc_opt.load_state_dict(state["disc_optimizer"])
-            noise.set_state(state["noise"].cpu())   # generator states are CPU byte tensors, also for CUDA
-            start, history = state["step"], state["history"]
+        try:
+            state = torch.load(ckpt_path, map_location=device, weights_only=True)
+            if state["key"] == key:
+                if not 0 < state["step"] <= steps or not isinstance(state["history"], list):
+                    raise ValueError(f"step {state['step']!r} of {steps}")
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+                if disc is not None:
+                    disc.load_state_dict(state["disc"])
+                    disc_opt.load_state_dict(state["disc_optimizer"])
+                noise.set_state(state["noise"].cpu())   # generator states are CPU byte tensors, also for CUDA
+                start, history = state["step"], state["history"]
+                print(f"resuming at step {start:,} of {steps:,} (from {ckpt_path})", file=sys.stderr, flush=True)
+        except (torch.OutOfMemoryError, PermissionError):
+            raise
+        except Exception as e:    # damaged or truncated (any unpickling or loading error): never block reruns
+            aside = ckpt_path.with_name(ckpt_path.name + ".damaged")
+            os.replace(ckpt_path, aside)
+            print(f"warning: {ckpt_path} is damaged ({_first_line(e)}); moved aside to {aside.name}, "
+                  f"training starts over", file=sys.stderr, flush=True)
+            return fit(data, cfg, method=method, beta=beta, seed=seed, arch=arch, out=out, record=record,
+                       device=str(device), checkpoint_minutes=checkpoint_minutes,
+                       checkpoint_every_steps=checkpoint_every_steps)   # afresh: the half-loaded model is dropped
 
     def save_checkpoint(step: int) -> None:
         state = {"key": key, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -188,9 +205,62 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
         writer.writerows({k: f"{v:.6g}" for k, v in r.items()} for r in rows)
 
 
+def check_writable(out: Path, need: int) -> None:
+    """Before step 1, not after hours of training: `out` can be written and has room for `need` bytes."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{out}: cannot write there ({e.strerror or e}); nothing was trained. Fix its permissions "
+                        f"or move the data/ folder somewhere writable") from None
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise UserError(f"{out}: {free / 2**20:,.0f} MiB free, but the model and its checkpoints need about "
+                        f"{need / 2**20:,.0f} MiB; nothing was trained. Free some disk space")
+
+
+def _bytes(*modules: torch.nn.Module | None) -> int:
+    return sum(t.numel() * t.element_size() for m in modules if m is not None for t in m.state_dict().values())
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:160]
+
+
+RECORD_LIMITS = {"latents": (1, 512), "channels": (1, 3), "width": (8, 8192)}    # as TrainParams allows
+
+
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[VAE, dict[str, Any]]:
-    """A trained VAE (eval mode) and the record saved with it, loaded with weights_only=True."""
-    saved = torch.load(path, map_location=device, weights_only=True)
+    """A trained VAE (eval mode) and the record saved with it, loaded with weights_only=True. A file that is
+    not such a model (damaged, another kind of file, weights that do not fit the recorded architecture) is a
+    UserError, checked before any large allocation."""
+    saved = load_weights_only(path, device, remedy="delete it and rerun the train stage")
+    if not isinstance(saved, dict) or not isinstance(saved.get("state_dict"), dict):
+        raise _not_a_model(path, f"it holds {type(saved).__name__}, not a dict with a state_dict")
+    problems = [] if saved.get("arch") in ("mlp", "conv") else [f"arch {saved.get('arch')!r} (must be mlp or conv)"]
+    for name, (lo, hi) in RECORD_LIMITS.items():
+        value = saved.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            problems.append(f"{name} {value!r} (must be {lo}–{hi})")
+    if problems:
+        raise _not_a_model(path, "its record has " + ", ".join(problems))
+    weights = saved["state_dict"]
+    with torch.device("meta"):      # the shapes the record implies, without allocating them
+        expected = {k: tuple(v.shape) for k, v in
+                    VAE(saved["arch"], saved["latents"], saved["channels"], saved["width"]).state_dict().items()}
+    found = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in weights.items()}
+    if found != expected:
+        diff = sorted(set(found) ^ set(expected)) or [k for k in expected if found[k] != expected[k]]
+        k = diff[0]
+        raise _not_a_model(path, f"its weights do not fit its record ({saved['arch']}, {saved['latents']} latents): "
+                                 f"{k} is {found.get(k, 'missing')}, expected {expected.get(k, 'no such weight')}")
     model = VAE(saved["arch"], saved["latents"], saved["channels"], saved["width"]).to(device)
     model.load_state_dict(saved.pop("state_dict"))
     return model.eval(), saved
+
+
+def _not_a_model(path: Path, what: str) -> UserError:
+    return UserError(f"{path}: {what}. It is damaged or not a tcvae model: delete it and rerun the train stage")

@@ -67,3 +67,21 @@ def trained(project, monkeypatch):
     for method in ("betavae", "tcvae"):
         train.command("tiny", method, "2", 0, params=folder / "params.yaml")
     return folder, write_params
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> tuple[int, str]:
+    """Run the real CLI in-process (tcvae.cli.main, as the console script does); return (exit code, stderr
+    + stdout). Any exception other than the exit is left to fail the test: that would be a traceback."""
+    import contextlib
+    import io
+
+    from tcvae.cli import main
+
+    out = io.StringIO()
+    with contextlib.chdir(cwd or Path.cwd()), contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return code, out.getvalue()

@@ -89,6 +89,8 @@ def test_interrupted_run_resumes_to_the_same_weights(prepared, device, how):
     proc.send_signal(how)
     proc.wait(timeout=60)
     assert proc.returncode == (-9 if how == signal.SIGKILL else 130)
+    if how == signal.SIGINT:                          # Ctrl-C says what it kept, though Typer exits before main()'s except
+        assert "interrupted; no partial output was kept" in proc.stderr.read()
     state = torch.load(folder / RUN_DIR / "checkpoint.pt", weights_only=True)
     assert 0 < state["step"] < 300                    # it really stopped part-way
     assert not (folder / RUN_DIR / "model.pt").exists()
@@ -129,6 +131,6 @@ def test_nan_stops_with_step_and_term_and_keeps_the_checkpoint(prepared, monkeyp
 def test_bad_coordinates_exit_2(prepared):
     folder, _ = prepared
     proc = tcvae("stage", "train", "--dataset", "tiny", "--method", "vae", "--beta", "-1", cwd=folder)
-    assert proc.returncode == 2 and "--method vae" in proc.stderr and "--beta -1" in proc.stderr
+    assert proc.returncode == 2 and "--method vae" in proc.stderr and "--beta '-1'" in proc.stderr
     proc = tcvae("stage", "train", "--dataset", "other", "--method", "tcvae", "--beta", "1", cwd=folder)
     assert proc.returncode == 2 and "--dataset other" in proc.stderr

@@ -169,11 +169,19 @@ def _open_zip(path: str) -> None:
 
 
 def _from_zip(name: str) -> np.ndarray:
-    return crop_resize(_zip.read(name))
+    return _decode(name, _zip.read(name))
 
 
 def _from_file(path: str) -> np.ndarray:
-    return crop_resize(Path(path).read_bytes())
+    return _decode(path, Path(path).read_bytes())
+
+
+def _decode(name: str, jpeg: bytes) -> np.ndarray:
+    try:
+        return crop_resize(jpeg)
+    except Exception as e:    # PIL raises many types for a file that is not an image (or a bomb of one)
+        raise UserError(f"{name}: not a readable JPEG image ({str(e)[:120] or type(e).__name__}); the images are "
+                        f"not CelebA as published. Nothing was written") from None
 
 
 def images(source: Path, names: list[str], workers: int | None = None, block: int = 4096):
@@ -215,7 +223,7 @@ def read_partition(path: Path) -> dict[str, int]:
 
 
 def preprocess(path: Path, source: Path, attributes: Path | None, partition: Path | None, limit: int | None = None,
-               source_kind: str = "file", source_md5: str = "") -> None:
+               source_kind: str = "file", source_md5: str = "", made_from: dict | None = None) -> None:
     """Write CelebA (or its first `limit` images) as a processed HDF5: images uint8 (N, 3, 64, 64), and when
     the files are given the 40 attributes (N, 40) of ±1 and the official partition (N,)."""
     from tcvae import data
@@ -239,4 +247,4 @@ def preprocess(path: Path, source: Path, attributes: Path | None, partition: Pat
         extra["partition"] = np.array([split.get(f, -1) for f in files], dtype=np.int8)
     data.write(path, images(source, names), n=len(names), image_shape=(3, SIZE, SIZE), factors=None,
                factor_values=None, factor_names=(), factor_sizes=(), metric_factors=(), source=source_kind,
-               source_md5=source_md5, attrs=attrs, extra=extra)
+               source_md5=source_md5, attrs=attrs, extra=extra, made_from=made_from)

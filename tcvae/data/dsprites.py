@@ -8,6 +8,7 @@ The result is bit-identical in layout to the real npz: index = classes · [24576
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -120,11 +121,15 @@ def _npz_blocks(npz_path: Path, keep: list[np.ndarray], block: int = 16384):
     """Rows of the real npz in the kept sub-grid's canonical order, placed by their latents_classes."""
     from tcvae.errors import UserError
 
-    with np.load(npz_path) as npz:
-        missing = {"imgs", "latents_classes"} - set(npz.files)
-        if missing:
-            raise UserError(f"{npz_path}: not a dSprites npz (missing keys {sorted(missing)})")
-        imgs, classes = npz["imgs"], npz["latents_classes"]
+    try:
+        with np.load(npz_path) as npz:     # allow_pickle stays False: arrays only
+            missing = {"imgs", "latents_classes"} - set(npz.files)
+            if missing:
+                raise UserError(f"{npz_path}: not a dSprites npz (missing keys {sorted(missing)})")
+            imgs, classes = npz["imgs"], npz["latents_classes"]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:   # random bytes, truncated, pickled objects
+        raise UserError(f"{npz_path}: not a readable dSprites npz ({str(e)[:120]}); point `file:` at "
+                        f"dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz") from None
     if imgs.dtype != np.uint8 or imgs.shape[1:] != (64, 64) or classes.shape != (len(imgs), 6):
         raise UserError(f"{npz_path}: expected imgs uint8 (N, 64, 64) and latents_classes (N, 6); "
                         f"found {imgs.dtype} {imgs.shape} and {classes.shape}")
@@ -150,8 +155,9 @@ def _npz_blocks(npz_path: Path, keep: list[np.ndarray], block: int = 16384):
 
 
 def preprocess(path: Path, step: dict[str, int], npz_path: Path | None = None, source: str = "procedural",
-               source_md5: str = "") -> None:
-    """Write the dSprites (sub-)grid to a processed HDF5 at `path`, rendered or converted from the npz."""
+               source_md5: str = "", made_from: dict | None = None) -> None:
+    """Write the dSprites (sub-)grid to a processed HDF5 at `path`, rendered or converted from the npz
+    (`made_from`: the params recorded in it)."""
     from tcvae import data
 
     keep = subgrid(step)
@@ -161,4 +167,4 @@ def preprocess(path: Path, step: dict[str, int], npz_path: Path | None = None, s
     data.write(path, blocks, n=len(index), image_shape=(1, 64, 64), factors=index,
                factor_values=np.stack([values[k][keep[k][index[:, k]]] for k in range(5)], 1),
                factor_names=FACTOR_NAMES, factor_sizes=[len(k) for k in keep], metric_factors=METRIC_FACTORS,
-               source=source, source_md5=source_md5, packed=True)
+               source=source, source_md5=source_md5, packed=True, made_from=made_from)

@@ -146,17 +146,20 @@ def render_grid(identities: int = 50, seed: int = 0):
 
 def load_basel(path: Path) -> np.ndarray:
     """The authors' renders as uint8 (127050, 64, 64), loaded without unpickling arbitrary objects."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    from tcvae.errors import UserError
+    from tcvae.io import load_weights_only
+
+    data = load_weights_only(path, remedy="point `file:` at the authors' basel_face_renders.pth")
     if not isinstance(data, torch.Tensor) or tuple(data.shape) != (50, 21, 11, 11, 64, 64):
         shape = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
-        raise ValueError(f"{path}: expected a uint8 tensor (50, 21, 11, 11, 64, 64), found {shape}")
+        raise UserError(f"{path}: expected a uint8 tensor (50, 21, 11, 11, 64, 64), found {shape}")
     if data.dtype != torch.uint8:
-        raise ValueError(f"{path}: expected dtype uint8, found {data.dtype}")
+        raise UserError(f"{path}: expected dtype uint8, found {data.dtype}")
     return data.reshape(-1, 64, 64).numpy()
 
 
 def preprocess(path: Path, pth_path: Path | None = None, source: str = "procedural", source_md5: str = "",
-               identities: int = 50) -> None:
+               identities: int = 50, made_from: dict | None = None) -> None:
     """Write the faces grid of the first `identities` identities to a processed HDF5 at `path`:
     procedural, or the authors' renders."""
     from tcvae import data
@@ -172,4 +175,4 @@ def preprocess(path: Path, pth_path: Path | None = None, source: str = "procedur
     data.write(path, blocks, n=len(index), image_shape=(1, 64, 64), factors=index,
                factor_values=np.stack([values[k][index[:, k]] for k in range(4)], 1),
                factor_names=FACTOR_NAMES, factor_sizes=sizes, metric_factors=METRIC_FACTORS,
-               source=source, source_md5=source_md5)
+               source=source, source_md5=source_md5, made_from=made_from)

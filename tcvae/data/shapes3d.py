@@ -99,7 +99,8 @@ def _blocks(images, order: np.ndarray, block: int = BLOCK):
         yield start, np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))
 
 
-def preprocess(path: Path, h5_path: Path, source: str = "download", source_md5: str = "") -> None:
+def preprocess(path: Path, h5_path: Path, source: str = "download", source_md5: str = "",
+               made_from: dict | None = None) -> None:
     """Convert the official 3dshapes.h5 (or a sub-grid in its layout) to the processed HDF5 at `path`."""
     from tcvae import data
 
@@ -112,4 +113,4 @@ def preprocess(path: Path, h5_path: Path, source: str = "download", source_md5: 
         data.write(path, _blocks(images, order), n=len(order), image_shape=(3, 64, 64), factors=index,
                    factor_values=np.stack([values[k][keep[k][index[:, k]]] for k in range(6)], 1),
                    factor_names=FACTOR_NAMES, factor_sizes=[len(k) for k in keep], metric_factors=METRIC_FACTORS,
-                   source=source, source_md5=source_md5)
+                   source=source, source_md5=source_md5, made_from=made_from)
