@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from stages.schema import Method, Params
 from tcvae.io import write_json
-from tcvae.results import run_path
+from tcvae.results import beta_name, run_path
 from tcvae.errors import UserError
 
 # ---- where things live (relative to the repository root, where DVC runs stages) ----
@@ -91,6 +91,10 @@ def open_run(params: Path, dataset: str, method: str, beta: str, seed: int) -> R
     if not (dataset in s.datasets and method in s.methods and value in s.betas and seed in s.seeds):
         print(f"note: {dataset} {method} β={beta_name(value)} seed {seed} is not in params' sweep: fine for "
               f"exploring, but it will not appear in aggregate or figures", file=sys.stderr)
+    elif params.resolve() != Path("params.yaml").resolve() and Path("dvc.yaml").is_file():
+        print(f"note: {params} is not the pipeline's params.yaml, yet this run writes to {run_dir(dataset, method, value, seed)}, "
+              f"the pipeline's own run of these coordinates; `dvc status` will call it modified, and "
+              f"`dvc repro` restores the pipeline's", file=sys.stderr)
     if p.compute.device != "cpu":      # parallel workers on a multi-GPU machine: one GPU each
         claim_gpu(visible_gpus())
     return Run(p, dataset, method, value, seed, run_dir(dataset, method, value, seed))

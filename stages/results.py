@@ -106,7 +106,7 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
     try:
         prov = {"name": name, "runs": {}}
         if old is not None and add:
-            for item in ("runs", "params", ".gitignore"):
+            for item in ("runs", "params"):
                 if (dest / item).is_dir():
                     shutil.copytree(dest / item, tmp / item)
                 elif (dest / item).is_file():
@@ -118,6 +118,7 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
             timing = {stage: _read_json(TIMINGS / key / f"{stage}.json") for stage in ("train", "evaluate")}
             prov["runs"][key] = {"params": params_file, "commit": commit, "uncommitted_changes": dirty,
                                  "precision": precision, **timing}
+        (tmp / ".gitignore").write_text("/figures\n")      # drawn by `dvc repro`, kept in DVC's cache (as DVC writes it)
         (tmp / "params").mkdir(parents=True, exist_ok=True)
         (tmp / params_file).write_text(params_text)
         prov["runs"] = dict(sorted(prov["runs"].items()))
