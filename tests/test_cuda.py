@@ -44,3 +44,36 @@ def test_evaluation_on_cuda_matches_the_cpu(prepared):   # noqa: F811
     assert cuda["kl"] == pytest.approx(cpu["kl"], rel=1e-4)                 # analytic: same posteriors
     assert cuda["elbo"] == pytest.approx(cpu["elbo"], rel=0.05)             # one posterior sample each, other noise
     assert cuda["mig"]["score"] == pytest.approx(cpu["mig"]["score"], abs=1e-3)
+
+
+def test_log_qz_on_cuda_is_the_fused_kernel():
+    from tcvae import fused
+    assert fused.available(torch.device("cuda"))      # Triton ships with CUDA builds of torch
+    z = torch.randn(64, 10, device="cuda", requires_grad=True)
+    sizes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+        obj.log_qz(z, z.detach() * 0.9, torch.zeros_like(z), 1000)
+    assert max(sizes) <= 64 * 10                    # nothing (B, B) or (B, B, D) is kept for backward
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_each_precision_trains_on_cuda(precision):
+    import types
+
+    from tcvae.models import VAE
+    from tcvae.train import _step, matmul_precision
+
+    torch.manual_seed(0)
+    device = torch.device("cuda")
+    model = VAE("mlp", 10, width=256).to(device)
+    opt = torch.optim.Adam(model.parameters(), 1e-3, fused=True)
+    cfg = types.SimpleNamespace(estimator="mss", alpha=1.0, gamma=1.0,
+                                anneal=types.SimpleNamespace(beta_warmup_steps=0, dimwise_kl_steps=0))
+    x = (torch.rand(512, 1, 64, 64, device=device) < 0.1).float()
+    noise = torch.Generator(device).manual_seed(0)
+    before = torch.get_float32_matmul_precision()
+    with matmul_precision(precision, device):
+        losses = [float(_step(model, opt, None, None, x, 10_000, cfg, "tcvae", 4.0, s, noise, True, precision)["loss"])
+                  for s in range(20)]
+    assert torch.get_float32_matmul_precision() == before           # the switch is undone
+    assert all(map(torch.isfinite, torch.tensor(losses))) and losses[-1] < losses[0]
