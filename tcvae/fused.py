@@ -83,8 +83,8 @@ class _FusedLogQz(torch.autograd.Function):
         gz, gmu, glogvar = torch.empty_like(z), torch.empty_like(mu), torch.empty_like(logvar)
         args = (z, mu, logvar, joint, marginals, g_joint, g_marg, gz, gmu, glogvar, b, d, *ctx.logw, LOG_2PI)
         meta = dict(BI=BLOCK_I, BJ=BLOCK_J, DP=triton.next_power_of_2(d))
-        _backward[(triton.cdiv(b, BLOCK_I),)](*args, ROWS=True, **meta)     # gz: sum over columns j
-        _backward[(triton.cdiv(b, BLOCK_J),)](*args, ROWS=False, **meta)    # gmu, glogvar: sum over rows i
+        _backward[(triton.cdiv(b, BLOCK_I),)](*args, ROWS=True, BA=BLOCK_I, STEP=BLOCK_J, **meta)   # gz: sum over j
+        _backward[(triton.cdiv(b, BLOCK_J),)](*args, ROWS=False, BA=BLOCK_J, STEP=BLOCK_I, **meta)  # gmu, glogvar: over i
         return gz, gmu, glogvar, None
 
 
@@ -134,12 +134,15 @@ if triton is not None:
 
     @triton.jit
     def _backward(z, mu, logvar, joint, marg, g_joint, g_marg, gz, gmu, glogvar, b, D, log_own, log_next, log_rest,
-                  log_2pi, ROWS: tl.constexpr, BI: tl.constexpr, BJ: tl.constexpr, DP: tl.constexpr):
+                  log_2pi, ROWS: tl.constexpr, BA: tl.constexpr, STEP: tl.constexpr, BI: tl.constexpr,
+                  BJ: tl.constexpr, DP: tl.constexpr):
+        """ROWS: this program's rows i (BA = BI), walking the columns j in steps of STEP = BJ; else the
+        other way round."""
         d = tl.arange(0, DP)
         md = d < D
-        acc = tl.zeros((BJ if not ROWS else BI, DP), tl.float32)    # ∂/∂z (rows) or ∂/∂mu (columns)
-        acc_lv = tl.zeros((BJ if not ROWS else BI, DP), tl.float32)
-        for start in range(0, b, BJ if ROWS else BI):
+        acc = tl.zeros((BA, DP), tl.float32)        # ∂/∂z (rows) or ∂/∂mu (columns)
+        acc_lv = tl.zeros((BA, DP), tl.float32)     # ∂/∂logvar (columns)
+        for start in range(0, b, STEP):
             if ROWS:
                 i = tl.program_id(0) * BI + tl.arange(0, BI)
                 j = start + tl.arange(0, BJ)

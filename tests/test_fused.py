@@ -58,3 +58,32 @@ def test_fused_gives_the_exact_density_for_identical_posteriors(fused):
     exact = obj.log_normal(z, mu, logvar).sum(1)
     log_qz, log_prod = fused.log_qz_fused(*(t.to(DEVICE) for t in (z, mu, logvar)), 1000, "mss")
     assert torch.allclose(log_qz.cpu(), exact, atol=1e-5) and torch.allclose(log_prod.cpu(), exact, atol=1e-5)
+
+
+COMPILE_FOR_HOPPER = """
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+import triton
+from tcvae import fused
+ptr, f32, i32, c = "*fp32", "fp32", "i32", "constexpr"
+common = dict(b=i32, D=i32, log_own=f32, log_next=f32, log_rest=f32, log_2pi=f32)
+fwd = dict(z=ptr, mu=ptr, logvar=ptr, out_joint=ptr, out_marg=ptr, **common, BI=c, BJ=c, DP=c)
+triton.compile(ASTSource(fused._forward, fwd, {"BI": 16, "BJ": 16, "DP": 16}), target=GPUTarget("cuda", 90, 32))
+bwd = dict({k: ptr for k in "z mu logvar joint marg g_joint g_marg gz gmu glogvar".split()}, **common,
+           ROWS=c, BA=c, STEP=c, BI=c, BJ=c, DP=c)
+for rows in (True, False):
+    consts = {"ROWS": rows, "BA": 16, "STEP": 16, "BI": 16, "BJ": 16, "DP": 16}
+    triton.compile(ASTSource(fused._backward, bwd, consts), target=GPUTarget("cuda", 90, 32))
+"""
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="on a GPU the kernels are compiled and run by the tests above")
+def test_kernels_compile_for_hopper_without_a_gpu():
+    """The interpreter runs the kernels' Python; this compiles them to sm_90 machine code (Triton carries
+    its own ptxas), which catches what only the compiler refuses. In a fresh process: compiled mode."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"TRITON_DEFAULT_FP_FUSION": "1"}
+    proc = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr[-3000:]
