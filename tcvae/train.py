@@ -176,7 +176,7 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
                 if log or save:
                     check(done, terms)
                 if log:
-                    row = {k: float(v) for k, v in terms.items()}
+                    row = dict(zip(terms, torch.stack(list(terms.values())).tolist()))    # one read-back
                     row |= {"elbo": row["log_px"] - row["kl"], "step": done, "epoch": done / (n // b),
                             "seconds": time.monotonic() - t0}
                     history.append({k: row.get(k, float("nan")) for k in HISTORY_FIELDS})
