@@ -9,7 +9,9 @@
 #     typing-inspection==0.4.5 typing_extensions==4.16.0
 # then run `bash scripts/gpu-check.sh` with carry [".whl"] and a timeout of about 540 s.
 # Rehearsal on a CPU (every step, tiny sizes, a minute): GPU_CHECK_TINY=1 bash scripts/gpu-check.sh
-# Knobs: GPU_CHECK_EPOCHS (default 50), GPU_CHECK_SKIP (space-separated: tests bench run).
+# Knobs: GPU_CHECK_EPOCHS (default 50), GPU_CHECK_SKIP (space-separated: tests bench blocks run).
+# Expected (unmeasured): tests ~2 min, bench ~2 min, tile sizes ~20 s, the run ~3-8 min (18,000 steps).
+# Before these changes an H100 took 21 ms a β-TCVAE step (6.3 min for 18,000) plus ~10 ms a batch from RAM.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/gpu-check-out}
@@ -56,6 +58,28 @@ if [[ $SKIP != *" bench "* ]]; then
     if [ "$TINY" = 1 ]; then args=(--batch 128 --reps 1 --device cpu); else args=(--reps 5 --device cuda); fi
     (cd "$ROOT" && timeout 300 "$PY" -m tcvae bench train "${args[@]}" 2>&1) > "$OUT/bench-train.txt"
     summary "bench train: rc $? in $((SECONDS - start)) s"
+fi
+
+# --- the fused kernel's tile sizes (rows × columns), forward + backward at B = 2048, D = 10 (CUDA only)
+if [[ $SKIP != *" blocks "* ]] && [ "$TINY" != 1 ]; then
+    (cd "$ROOT" && timeout 120 "$PY" - > "$OUT/fused-blocks.txt" 2>&1 <<'EOF'
+import torch, triton.testing
+from tcvae import fused, objectives as obj
+g = torch.Generator(device="cuda").manual_seed(0)
+mu = torch.randn(2048, 10, device="cuda", generator=g).requires_grad_()
+lv = (torch.randn(2048, 10, device="cuda", generator=g) - 2).requires_grad_()
+z = (mu + (0.5 * lv).exp() * torch.randn(2048, 10, device="cuda", generator=g)).detach().requires_grad_()
+def run(fn):
+    a, b = fn(z, mu, lv, 737280, "mss"); (a.sum() - b.sum()).backward()
+print("materialised fwd+bwd ms", triton.testing.do_bench(lambda: run(obj.log_qz_materialised), return_mode="median"))
+for bi, bj in [(16, 16), (8, 16), (16, 32), (32, 16), (8, 32), (32, 32)]:
+    fused.BLOCK_I, fused.BLOCK_J = bi, bj
+    fwd = triton.testing.do_bench(lambda: fused.log_qz_fused(z.detach(), mu.detach(), lv.detach(), 737280), return_mode="median")
+    both = triton.testing.do_bench(lambda: run(fused.log_qz_fused), return_mode="median")
+    print(f"fused BLOCK_I={bi} BLOCK_J={bj}: fwd {fwd:.3f} ms, fwd+bwd {both:.3f} ms")
+EOF
+    )
+    summary "fused tile sizes: rc $? (fused-blocks.txt)"; cat "$OUT/fused-blocks.txt"
 fi
 
 # --- one paper-setting β-TCVAE run on full dSprites, timed stage by stage
