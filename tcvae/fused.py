@@ -2,8 +2,9 @@
 
 Shapes and units: z, mu, logvar (B, D) float32, z_i drawn from q(z | n_i); returns log_qz (B,) and the
 per-dimension log q(z_ij) (B, D), in nats. With ℓ_ijd = log N(z_id; mu_jd, exp(logvar_jd)) and the
-estimator's importance weights w_ij (Chen et al. 2018, eq. 5 for MWS and App. C.2 for MSS; the weights
-are `objectives.importance_weights`, the same three numbers as the CPU path):
+estimator's importance weights w_ij (the minibatch estimators of Chen et al. 2018, §4.1, MSS as in their
+App. C.2; the weights are `objectives.importance_weights`, the same three numbers as the CPU path: 1/N
+for the own index, (N − M)/(N·M) for the next, 1/M for the rest, M = B − 1):
 
     log q(z_i)   = logsumexp_j (log w_ij + Σ_d ℓ_ijd)
     log q(z_id)  = logsumexp_j (log w_ij + ℓ_ijd)
@@ -18,13 +19,13 @@ over i for mu and logvar (column blocks): no atomics, so the result is repeatabl
 
 Why Triton, of the three candidates (chosen before any GPU measurement; `tcvae bench train --device cuda`
 times it against the materialised way and against torch.compile of that formula):
-- torch.compile of the straightforward formula fuses the forward, but its backward saves or recomputes
-  (B, B, D) tensors through memory unless the compiler finds the same recomputation, and what it
-  generates is not ours to read or test as code; on the CPU it needs a C++ compiler and tens of seconds
-  of compilation per shape, far slower than the blocked path's BLAS passes (which stay the CPU's path).
-- KeOps does exactly this reduction, but it is one more compiler tool chain (nvcc at run time, its own
-  cache) that the GPU image does not carry, and it has no CPU interpreter for tests.
-- Triton ships with every CUDA build of torch, the kernel is forty lines we can read, and its tests run
+- torch.compile of the straightforward formula can fuse the forward, but we expect its backward to save
+  or recompute (B, B, D) tensors through memory unless the compiler finds this recomputation itself,
+  and what it generates is not ours to read or test; on the CPU it needs a C++ compiler and tens of
+  seconds of compilation per shape, against the blocked path's BLAS passes (which stay the CPU's path).
+- KeOps does exactly this reduction, but it is one more package and compiler tool chain (it builds its
+  kernels at run time, with its own cache; its CPU mode compiles C++ too) that the GPU image lacks.
+- Triton ships with every CUDA build of torch, the kernels are a page we can read, and their tests run
   on the CPU under TRITON_INTERPRET=1 (tests/test_fused.py) against the float64 reference.
 """
 
