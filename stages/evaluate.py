@@ -24,12 +24,13 @@ def command(dataset: DatasetOption, method: MethodOption, beta: BetaOption, seed
     start = time.monotonic()
     run = open_run(params, dataset, method, beta, seed)
     device = pick_device(run.params.compute.device)
-    model, _ = load_model(need(run.dir / "model.pt", "train", dataset), device)
+    model, record = load_model(need(run.dir / "model.pt", "train", dataset), device)
     ds = data.load(need(processed_path(dataset), "preprocess", dataset))
     e = run.params.evaluate
     result, drawn = evaluate(model, ds, n_samples=e.n_samples, batch_size=e.batch_size, n_bins=e.discrete_bins,
                              active_threshold=e.active_threshold, seed=e.seed, device=device, scores=e.scores,
-                             figures=run.params.figures)
+                             figures=run.params.figures,
+                             precision=record.get("precision", "fp32"))    # the precision the run was trained with
     write_json(run.dir / "eval.json", {"run": {"dataset": dataset, "method": method, "beta": run.beta, "seed": seed},
                                        **result})
     write(run.dir / "figures.h5", drawn)

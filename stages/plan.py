@@ -69,7 +69,7 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
             arch = t.arch.get(dataset, t.arch.get(spec.kind))
             for method in s.methods:
                 per_step[dataset, method] = step_seconds(method, arch, t.latents, t.mlp_width, sizes[dataset][1],
-                                                         t.batch_size, p.compute.device)
+                                                         t.batch_size, p.compute.device, precision=t.precision)
                 advance(1)
     table = Table(title=f"sweep plan — {pick_device(p.compute.device).type}, batch {t.batch_size}")
     for c in ("run", "status", "steps", "estimated"):

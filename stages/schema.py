@@ -163,6 +163,7 @@ class TrainParams(Strict):
     anneal: Anneal = Anneal()
     discriminator: DiscriminatorParams = DiscriminatorParams()
     log_every: PositiveInt = 50                 # history.csv row (and MI/TC for every method) every k steps
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"   # matmuls; auto: fp32 on CPU, tf32 on CUDA
 
     @model_validator(mode="after")
     def _one_length(self):

@@ -103,9 +103,9 @@ def _interleaved(fns, reps: int) -> list[float]:
     return [float(np.median(ts)) for ts in times]
 
 
-def train(batch: int = 2048, latents: int = 10, reps: int = 3, device: str = "auto") -> None:
-    """log_qz forward+backward against the materialised (B, B, D) way, then one MLP training step of each
-    method on random binary images; medians of `reps` interleaved repetitions after a warm-up."""
+def _step_fn(method: str, estimator: str, latents: int, x, n: int, dev, precision: str, *, materialised: bool = False,
+             arch: str = "mlp", width: int = 1200, channels: int = 1):
+    """One training step of `method` on the batch `x` as a function to time (synchronised on CUDA)."""
     import types
     from unittest import mock
 
@@ -113,10 +113,41 @@ def train(batch: int = 2048, latents: int = 10, reps: int = 3, device: str = "au
 
     from tcvae import objectives as obj
     from tcvae.models import VAE, Discriminator
-    from tcvae.train import _step, pick_device
+    from tcvae.train import _step, matmul_precision
+
+    torch.manual_seed(0)
+    fused = {"fused": True} if dev.type == "cuda" else {}
+    model = VAE(arch, latents, channels, width).to(dev)
+    opt = torch.optim.Adam(model.parameters(), 1e-4, **fused)
+    disc = Discriminator(latents).to(dev) if method == "factorvae" else None
+    disc_opt = torch.optim.Adam(disc.parameters(), 1e-4, **fused) if disc else None
+    noise = torch.Generator(dev).manual_seed(0)
+    cfg = types.SimpleNamespace(estimator=estimator, alpha=1.0, gamma=1.0,
+                                anneal=types.SimpleNamespace(beta_warmup_steps=0, dimwise_kl_steps=0))
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def step():
+        with mock.patch.object(obj, "log_qz", obj.log_qz_materialised) if materialised else contextlib.nullcontext(), \
+                matmul_precision(precision, dev):
+            _step(model, opt, disc, disc_opt, x, n, cfg, method, 4.0, 10, noise, False, precision)
+        sync()
+    return step
+
+
+def train(batch: int = 2048, latents: int = 10, reps: int = 3, device: str = "auto") -> None:
+    """log_qz forward+backward by each way this device has, one MLP training step of each method (per
+    precision on CUDA), serving a batch from host RAM against from the device, and what one paper-setting
+    dSprites run would take: medians of `reps` interleaved repetitions after a warm-up, one process."""
+    import torch
+
+    from tcvae import fused
+    from tcvae import objectives as obj
+    from tcvae.data import Dataset
+    from tcvae.train import pick_device, resolve_precision
 
     dev = pick_device(device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     n = 737_280
     gen = torch.Generator().manual_seed(0)
     mu = torch.randn(batch, latents, generator=gen).to(dev).requires_grad_()
@@ -130,41 +161,70 @@ def train(batch: int = 2048, latents: int = 10, reps: int = 3, device: str = "au
             sync()
         return run
 
-    table = Table(title=f"tcvae bench train — {dev.type}, B = {batch}, D = {latents}, {torch.get_num_threads()} threads")
+    title = torch.cuda.get_device_name() if cuda else f"cpu, {torch.get_num_threads()} threads"
+    table = Table(title=f"tcvae bench train — {title}, B = {batch}, D = {latents}")
     for c in ("what", "time", "ratio"):
         table.add_column(c)
-    fast, slow = estimator(obj.log_qz_blocked), estimator(obj.log_qz_materialised)
-    fast(), slow()
-    t_fast, t_slow = _interleaved([fast, slow], 2 * reps + 1)
-    table.add_row("log_qz fwd+bwd, (B, B) slices", f"{t_fast * 1e3:.0f} ms", f"{t_slow / t_fast:.1f}× faster")
-    table.add_row("log_qz fwd+bwd, materialised (B, B, D)", f"{t_slow * 1e3:.0f} ms", "baseline")
+    ways = {"(B, B) slices (the CPU's path)": obj.log_qz_blocked}
+    if fused.available(dev):
+        ways["fused Triton kernel (CUDA's path)"] = fused.log_qz_fused
+    if cuda:
+        ways["torch.compile of the materialised formula"] = torch.compile(obj.log_qz_materialised, dynamic=False)
+    ways["materialised (B, B, D)"] = obj.log_qz_materialised
+    runs = {}
+    for name, fn in ways.items():
+        try:
+            estimator(fn)()                     # warm-up (and compilation)
+            runs[name] = estimator(fn)
+        except Exception as e:                  # a candidate that fails here is reported, not fatal
+            table.add_row(f"log_qz fwd+bwd, {name}", "failed", f"{type(e).__name__}: {str(e)[:60]}")
+    t_ways = dict(zip(runs, _interleaved(list(runs.values()), 2 * reps + 1)))
+    base = t_ways["materialised (B, B, D)"]
+    for name, t in t_ways.items():
+        table.add_row(f"log_qz fwd+bwd, {name}", f"{t * 1e3:.2f} ms",
+                      "baseline" if name.startswith("materialised") else f"{base / t:.1f}× faster")
 
-    cfg = types.SimpleNamespace(estimator="mss", alpha=1.0, gamma=1.0,
-                                anneal=types.SimpleNamespace(beta_warmup_steps=0, dimwise_kl_steps=0))
     x = (torch.rand(batch, 1, 64, 64, generator=gen) < 0.1).float().to(dev)
+    default = resolve_precision("auto", dev)
     variants = {"VAE (β-VAE, β = 1)": ("betavae", "mss", False), "β-TCVAE, MSS": ("tcvae", "mss", False),
                 "β-TCVAE, MWS": ("tcvae", "mws", False), "FactorVAE": ("factorvae", "mss", False),
                 "β-TCVAE, MSS, materialised log_qz": ("tcvae", "mss", True)}
     steps = {}
-    for name, (method, est, materialised) in variants.items():
-        torch.manual_seed(0)
-        model = VAE("mlp", latents).to(dev)
-        opt = torch.optim.Adam(model.parameters(), 1e-4)
-        disc = Discriminator(latents).to(dev) if method == "factorvae" else None
-        disc_opt = torch.optim.Adam(disc.parameters(), 1e-4) if disc else None
-        noise = torch.Generator(dev).manual_seed(0)
-        c = types.SimpleNamespace(**{**vars(cfg), "estimator": est})
-
-        def step(model=model, opt=opt, disc=disc, disc_opt=disc_opt, method=method, c=c, noise=noise, m=materialised):
-            with mock.patch.object(obj, "log_qz", obj.log_qz_materialised) if m else contextlib.nullcontext():
-                _step(model, opt, disc, disc_opt, x, n, c, method, 4.0, 10, noise, log=False)
-            sync()
-        step()
-        steps[name] = step
+    for precision in (["fp32", "tf32", "bf16"] if cuda else [default]):
+        for name, (method, est, materialised) in variants.items():
+            if precision != default and name in ("β-TCVAE, MWS", "β-TCVAE, MSS, materialised log_qz"):
+                continue
+            steps[precision, name] = _step_fn(method, est, latents, x, n, dev, precision, materialised=materialised)
+            steps[precision, name]()
     times = dict(zip(steps, _interleaved(list(steps.values()), reps)))
-    base = times["VAE (β-VAE, β = 1)"]
-    for name, t in times.items():
-        table.add_row(f"train step (MLP): {name}", f"{1 / t:.2f} steps/s", f"{t / base:.2f}× a VAE step")
+    for (precision, name), t in times.items():
+        vae = times[precision, "VAE (β-VAE, β = 1)"]
+        table.add_row(f"train step (MLP 1200), {precision}: {name}", f"{t * 1e3:.1f} ms ({1 / t:.2f}/s)",
+                      f"{t / vae:.2f}× a VAE step")
+
+    # serving: full-dSprites-sized bit-packed bytes (random: the gather does not care), batches in the
+    # order training uses, from host RAM (unpacked on the CPU, then copied) and from the device
+    from tcvae.train import batch_indices
+    data = Dataset("bench", np.random.default_rng(0).integers(0, 256, (n, 512), dtype=np.uint8), (1, 64, 64),
+                   True, None, None, (), (), (), "procedural")
+    serve = {"host RAM": lambda i: data.batch(i, dev)}
+    if cuda:
+        on_device = data.to(dev)
+        serve["device-resident"] = on_device.batch
+    k = iter(range(10**9))
+    served = {name: (lambda fn=fn: (fn(batch_indices(next(k), n, batch, 0)), sync())) for name, fn in serve.items()}
+    for fn in served.values():
+        fn()
+    t_serve = dict(zip(served, _interleaved(list(served.values()), 5 * reps)))
+    for name, t in t_serve.items():
+        table.add_row(f"serve a batch of {batch} from {name}", f"{t * 1e3:.2f} ms",
+                      f"{t / times[default, 'VAE (β-VAE, β = 1)']:.2f}× a VAE step")
+    t_batch = t_serve.get("device-resident", t_serve["host RAM"])
+    paper_steps = 50 * (n // batch)     # the paper's 50 epochs of full dSprites (18,000 steps at B = 2048)
+    for name in ("VAE (β-VAE, β = 1)", "β-TCVAE, MSS", "FactorVAE"):
+        t = times[default, name] + t_batch
+        table.add_row(f"paper dSprites run, 50 epochs = {paper_steps:,} steps, {default}: {name}",
+                      f"{paper_steps * t / 60:.1f} min", "projected: step + serving")
     console.print(table)
 
 
@@ -209,30 +269,28 @@ def mig(n_samples: int = 10_000, subset: int = 46_080) -> None:
 
 
 def step_seconds(method: str, arch: str, latents: int, width: int, channels: int, batch: int, device: str = "auto",
-                 steps: int = 3) -> float:
-    """Median seconds of one training step of `method` on random images of this shape, after a warm-up:
-    what `tcvae sweep plan` multiplies by each run's steps."""
-    import types
-
+                 steps: int = 3, precision: str = "auto") -> float:
+    """Median seconds of one training step of `method` on random images of this shape, after a warm-up, in
+    the run's precision and with a batch served the way training serves it (from the device on CUDA, from
+    RAM on the CPU): what `tcvae sweep plan` multiplies by each run's steps."""
     import torch
 
-    from tcvae.models import VAE, Discriminator
-    from tcvae.train import _step, pick_device
+    from tcvae.data import Dataset
+    from tcvae.train import batch_indices, pick_device, resolve_precision
 
     dev = pick_device(device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    model = VAE(arch, latents, channels, width).to(dev)
-    opt = torch.optim.Adam(model.parameters(), 1e-4)
-    disc = Discriminator(latents).to(dev) if method == "factorvae" else None
-    disc_opt = torch.optim.Adam(disc.parameters(), 1e-4) if disc else None
-    cfg = types.SimpleNamespace(estimator="mss", alpha=1.0, gamma=1.0,
-                                anneal=types.SimpleNamespace(beta_warmup_steps=0, dimwise_kl_steps=0))
-    x = (torch.rand(batch, channels, 64, 64) < 0.1).float().to(dev)
-    noise = torch.Generator(dev).manual_seed(0)
+    n = 8 * batch
+    stored = np.random.default_rng(0).integers(0, 2, (n, channels * 4096), dtype=np.uint8)
+    batches = Dataset("plan", np.packbits(stored, axis=1), (channels, 64, 64), True, None, None, (), (), (),
+                      "procedural").to(dev)
+    x = batches.batch(batch_indices(0, n, batch, 0), dev)
+    run = _step_fn(method, "mss", latents, x, 10 * batch, dev, resolve_precision(precision, dev), arch=arch,
+                   width=width, channels=channels)
+    k = iter(range(10**9))
 
     def step():
-        _step(model, opt, disc, disc_opt, x, 10 * batch, cfg, method, 4.0, 10, noise, log=False)
-        sync()
+        batches.batch(batch_indices(next(k), n, batch, 0), dev)
+        run()
     step()
     return _interleaved([step], steps)[0]
 

@@ -15,24 +15,29 @@ from tcvae.figure_data import FigureData, attribute_labels, factor_tables, to_ui
 from tcvae.models import VAE
 from tcvae.objectives import kl_normal, log_bernoulli
 from tcvae.progress import progress
+from tcvae.train import autocast, matmul_precision
 
 
 @torch.no_grad()
 def encode(model: VAE, data: Dataset, batch_size: int = 2048, device: str | torch.device = "cpu",
-           seed: int = 0, decode: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+           seed: int = 0, decode: bool = True, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Posterior parameters of every image, mu and logvar (N, D) on the CPU, and log p(x|z) (N,) in nats
-    for one posterior sample per image (drawn from a generator seeded with `seed`); None without `decode`."""
+    for one posterior sample per image (drawn from a generator seeded with `seed`); None without `decode`.
+    `precision`: the one the model was trained with (its record's `precision`; see tcvae.train)."""
     model.eval()
-    n = len(data)
+    device = torch.device(device)
+    n, data = len(data), data.to(device)    # on CUDA the data set moves to the GPU once
     mu, logvar, log_px = torch.empty(n, model.latents), torch.empty(n, model.latents), torch.empty(n)
     gen = torch.Generator(device).manual_seed(seed)
     with progress(n, "encode", "img") as advance:
         for start in range(0, n, batch_size):
             idx = np.arange(start, min(start + batch_size, n))
             x = data.batch(idx, device)
-            m, lv = model.encode(x)
-            if decode:
-                log_px[idx] = log_bernoulli(model.decode(model.sample(m, lv, gen)), x).cpu()
+            with matmul_precision(precision, device), autocast(precision, device):
+                m, lv = model.encode(x)
+                m, lv = m.float(), lv.float()
+                if decode:
+                    log_px[idx] = log_bernoulli(model.decode(model.sample(m, lv, gen)).float(), x).cpu()
             mu[idx], logvar[idx] = m.cpu(), lv.cpu()
             advance(len(idx))
     return mu, logvar, log_px if decode else None
@@ -40,12 +45,13 @@ def encode(model: VAE, data: Dataset, batch_size: int = 2048, device: str | torc
 
 def evaluate(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: int = 2048, n_bins: int = 20,
              active_threshold: float = 0.01, seed: int = 0, device: str | torch.device = "cpu",
-             scores: Sequence[str] = METRICS, figures: Any = None) -> tuple[dict[str, Any], FigureData | None]:
+             scores: Sequence[str] = METRICS, figures: Any = None,
+             precision: str = "fp32") -> tuple[dict[str, Any], FigureData | None]:
     """Everything `eval.json` holds: the full-data ELBO = E log p(x|z) − KL (nats per image, KL analytic),
     the KL decomposition, active units and, where the data set has factors, MIG on its metric factors and the
     `scores` (tcvae.disentanglement: DCI, SAP, FactorVAE and β-VAE scores of the posterior means); and,
     given `figures` (the validated `figures` params), what the run's figures draw."""
-    mu, logvar, log_px = encode(model, data, batch_size, device, seed)
+    mu, logvar, log_px = encode(model, data, batch_size, device, seed, precision=precision)
     kl_per_latent = kl_normal(mu, logvar)
     kl = kl_per_latent.sum(1)
     out: dict[str, Any] = {

@@ -168,12 +168,17 @@ def log_qz(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size
 
     z, mu, logvar: (B, D), z_i drawn from q(z | n_i); dataset_size: N of the training set. Returns two
     (B,) tensors in nats. Rows of the weight matrix sum to 1, so if every posterior is the same Gaussian
-    both are exactly that Gaussian's log-density. On the CPU, blocked: memory O(B²), never O(B²·D). On a GPU
-    the (B, B, D) tensor fits and its few large kernels beat the blocked loops' many small ones (2.4× at
-    B = 2048 on an H100, `tcvae bench train`): there the materialised way runs."""
-    if z.is_cuda:
-        return log_qz_materialised(z, mu, logvar, dataset_size, estimator)
-    return log_qz_blocked(z, mu, logvar, dataset_size, estimator)
+    both are exactly that Gaussian's log-density. On the CPU, blocked: memory O(B²), never O(B²·D). On CUDA
+    the fused Triton kernel of `tcvae.fused` (memory O(B·D)); without Triton there, the materialised way,
+    whose few large kernels beat the blocked loops' many small ones on a GPU (2.4× at B = 2048 on an H100).
+    Always float32 or wider: under bf16 autocast the estimator runs in the inputs' own precision."""
+    with torch.autocast(z.device.type, enabled=False):
+        if z.is_cuda:
+            from tcvae import fused
+            if fused.available(z.device):
+                return fused.log_qz_fused(z, mu, logvar, dataset_size, estimator)
+            return log_qz_materialised(z, mu, logvar, dataset_size, estimator)
+        return log_qz_blocked(z, mu, logvar, dataset_size, estimator)
 
 
 def log_qz_blocked(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int,
@@ -214,8 +219,9 @@ def elbo_terms(model, x: torch.Tensor, dataset_size: int, estimator: Estimator =
     """One reparameterised sample per image → per-sample (B,) terms in nats: log_px, log_qz_x
     (log q(z|x)), log_pz and, with `with_qz`, the minibatch log_qz and log_prod_qzj; plus z, mu, logvar (B, D)."""
     mu, logvar = model.encode(x)
+    mu, logvar = mu.float(), logvar.float()     # the model may run under bf16 autocast; the objective never does
     z = model.sample(mu, logvar, generator)
-    terms = {"log_px": log_bernoulli(model.decode(z), x), "log_qz_x": log_normal(z, mu, logvar).sum(1),
+    terms = {"log_px": log_bernoulli(model.decode(z).float(), x), "log_qz_x": log_normal(z, mu, logvar).sum(1),
              "log_pz": log_normal(z, torch.zeros_like(z), torch.zeros_like(z)).sum(1), "z": z, "mu": mu, "logvar": logvar}
     if with_qz:
         terms["log_qz"], terms["log_prod_qzj"] = log_qz(z, mu, logvar, dataset_size, estimator)

@@ -8,6 +8,7 @@ as a run that was never stopped (on CPU; CUDA kernels need not be bitwise repeat
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
@@ -48,6 +49,39 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(name: str, device: torch.device) -> str:
+    """The arithmetic of the model's matmuls and convolutions: 'fp32', 'tf32' (CUDA's TensorFloat-32
+    matrix units: float32 storage, 10-bit mantissa products; on the CPU the same as fp32) or 'bf16'
+    (autocast: bfloat16 operands, float32 accumulation; the objective, log q(z) included, stays float32).
+    'auto' is fp32 on the CPU (bit-for-bit the results the README reports) and tf32 on CUDA: the usual
+    safe pick for training, not yet measured against fp32 and bf16 here (`tcvae bench train --device cuda`)."""
+    if name == "auto":
+        return "tf32" if device.type == "cuda" else "fp32"
+    return name
+
+
+@contextlib.contextmanager
+def matmul_precision(name: str, device: torch.device):
+    """Within: CUDA float32 matmuls and convolutions in TF32 when `name` is 'tf32', in full float32 otherwise
+    (cuDNN's own default is TF32). Nothing changes on the CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("high" if name == "tf32" else "highest")
+    torch.backends.cudnn.allow_tf32 = name == "tf32"
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cudnn.allow_tf32 = saved[1]
+
+
+def autocast(name: str, device: torch.device):
+    """bf16 autocast for the forward pass when `name` is 'bf16'; otherwise nothing."""
+    return torch.autocast(device.type, torch.bfloat16) if name == "bf16" else contextlib.nullcontext()
+
+
 def batch_indices(step: int, n: int, batch: int, seed: int) -> torch.Tensor:
     """The data indices of optimisation step `step`: epochs are seeded permutations, the tail dropped."""
     epoch, k = divmod(step, n // batch)
@@ -82,12 +116,16 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
         raise UserError(f"train.batch_size = {b}: larger than the data set ({n} images)")
     steps = total_steps(cfg, n)
     torch.manual_seed(seed)
+    precision = resolve_precision(cfg.precision, device)
+    batches = data.to(device)           # on CUDA the whole data set moves to the GPU once; batches gather there
+    fused = {"fused": True} if device.type == "cuda" else {}    # one kernel for all of Adam's updates
     model = VAE(arch, cfg.latents, data.image_shape[0], cfg.mlp_width).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, **fused)
     disc = disc_opt = None
     if method == "factorvae":
         disc = Discriminator(cfg.latents).to(device)
-        disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.discriminator.lr, betas=tuple(cfg.discriminator.betas))
+        disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.discriminator.lr, betas=tuple(cfg.discriminator.betas),
+                                    **fused)
     noise = torch.Generator(device).manual_seed(seed)
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
     ckpt_path, history = out / "checkpoint.pt", []
@@ -126,24 +164,43 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
         with atomic_path(ckpt_path) as tmp:
             torch.save(state, tmp)
 
+    # Divergence is detected without a host sync per step: a device-side flag (all terms finite since the
+    # last check) is read on logging steps and before every checkpoint, so no checkpoint holds a NaN.
+    finite, checked = torch.ones((), dtype=torch.bool, device=device), start
+
+    def check(done: int, row: dict[str, torch.Tensor]) -> None:
+        nonlocal checked
+        if not bool(finite):
+            bad = [(k, float(v)) for k, v in row.items() if not math.isfinite(float(v))] or [("a loss term", math.nan)]
+            where = f"at step {done}" if done == checked + 1 else f"between steps {checked + 1} and {done}"
+            raise Diverged(f"training diverged {where}: {bad[0][0]} = {bad[0][1]}; the last good checkpoint "
+                           f"is kept. Lower train.lr or check the data.")
+        checked = done
+
     interrupted = []
     previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     last_save = time.monotonic()
     try:
-        with progress(steps, f"train {method} β={beta:g} seed {seed}", "step", start=start) as advance:
+        with progress(steps, f"train {method} β={beta:g} seed {seed}", "step", start=start) as advance, \
+                matmul_precision(precision, device):
             for step in range(start, steps):
-                x = data.batch(batch_indices(step, n, b, seed), device)
+                x = batches.batch(batch_indices(step, n, b, seed), device)
                 done = step + 1
                 log = done % cfg.log_every == 0 or done == steps
-                row = _step(model, opt, disc, disc_opt, x, n, cfg, method, beta, step, noise, log)
+                terms = _step(model, opt, disc, disc_opt, x, n, cfg, method, beta, step, noise, log, precision)
+                finite &= torch.isfinite(torch.stack(list(terms.values()))).all()
+                every = checkpoint_every_steps
+                save = interrupted or (every and done % every == 0) or time.monotonic() - last_save > 60 * checkpoint_minutes
+                if log or save:
+                    check(done, terms)
                 if log:
-                    row |= {"step": done, "epoch": done / (n // b)}
+                    row = dict(zip(terms, torch.stack(list(terms.values())).tolist()))    # one read-back
+                    row |= {"elbo": row["log_px"] - row["kl"], "step": done, "epoch": done / (n // b)}
                     history.append({k: row.get(k, float("nan")) for k in HISTORY_FIELDS})
                     advance(1, elbo=row["elbo"], mi=row["mi"], tc=row["tc"], dimwise_kl=row["dimwise_kl"])
                 else:
                     advance(1)
-                every = checkpoint_every_steps
-                if interrupted or (every and done % every == 0) or time.monotonic() - last_save > 60 * checkpoint_minutes:
+                if save:
                     save_checkpoint(done)
                     last_save = time.monotonic()
                     if interrupted:
@@ -152,49 +209,48 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
         signal.signal(signal.SIGINT, previous_handler)
     with atomic_path(out / "model.pt") as tmp, open(tmp, "wb") as f:   # a file object: the zip's root is
         torch.save({"state_dict": model.state_dict(), "arch": arch, "latents": cfg.latents,
-                    "channels": data.image_shape[0], "width": cfg.mlp_width, **record}, f)  # "archive", not the tmp name
+                    "channels": data.image_shape[0], "width": cfg.mlp_width, "precision": precision, **record},
+                   f)  # a file object: the zip's root is "archive", not the tmp name
     write_history(out / "history.csv", history)
     ckpt_path.unlink(missing_ok=True)   # the run is complete: model.pt is the result, the checkpoint only a means
     return history[-1]
 
 
-def _step(model, opt, disc, disc_opt, x, n, cfg, method, beta, step, noise, log: bool) -> dict[str, float]:
-    """One optimisation step; returns the batch's loss terms (nats, means over the batch), with the
-    MI / TC / dim-wise KL decomposition when `log` (always for tcvae, whose loss needs it)."""
+def _step(model, opt, disc, disc_opt, x, n, cfg, method, beta, step, noise, log: bool,
+          precision: str = "fp32") -> dict[str, torch.Tensor]:
+    """One optimisation step; returns the batch's loss terms as 0-d tensors on the device (nats, means over
+    the batch; reading them is the caller's sync), with the MI / TC / dim-wise KL decomposition when `log`
+    (always for tcvae, whose loss needs it). `precision`: a resolved one (`resolve_precision`); its
+    autocast covers the forward pass, the TF32 switch is the caller's (`matmul_precision`)."""
     warm = min(1.0, (step + 1) / cfg.anneal.beta_warmup_steps) if cfg.anneal.beta_warmup_steps else 1.0
     ramp = min(1.0, (step + 1) / cfg.anneal.dimwise_kl_steps) if cfg.anneal.dimwise_kl_steps else 1.0
-    terms = obj.elbo_terms(model, x, n, cfg.estimator, generator=noise, with_qz=method == "tcvae")
-    if method == "betavae":
-        loss = obj.betavae_loss(terms, beta * warm)
-    elif method == "tcvae":
-        loss = obj.tcvae_loss(terms, cfg.alpha, beta * warm, cfg.gamma * ramp)
-    else:
-        tc_estimate = obj.factorvae_tc(disc, terms["z"])
-        loss = obj.betavae_loss(terms, 1.0) + beta * warm * tc_estimate
-    row = {"loss": loss.item(), "log_px": terms["log_px"].mean().item(),
-           "kl": (terms["log_qz_x"] - terms["log_pz"]).mean().item()}
-    row["elbo"] = row["log_px"] - row["kl"]
+    with autocast(precision, x.device):
+        terms = obj.elbo_terms(model, x, n, cfg.estimator, generator=noise, with_qz=method == "tcvae")
+        if method == "betavae":
+            loss = obj.betavae_loss(terms, beta * warm)
+        elif method == "tcvae":
+            loss = obj.tcvae_loss(terms, cfg.alpha, beta * warm, cfg.gamma * ramp)
+        else:
+            tc_estimate = obj.factorvae_tc(disc, terms["z"])
+            loss = obj.betavae_loss(terms, 1.0) + beta * warm * tc_estimate
+    row = {"loss": loss.detach(), "log_px": terms["log_px"].detach().mean(),
+           "kl": (terms["log_qz_x"] - terms["log_pz"]).detach().mean()}
     if log and method != "tcvae":   # logged for every method, outside the gradient
         with torch.no_grad():
             terms["log_qz"], terms["log_prod_qzj"] = obj.log_qz(terms["z"], terms["mu"], terms["logvar"], n, cfg.estimator)
     if "log_qz" in terms:
-        row |= {k: v.mean().item() for k, v in obj.decomposition(terms).items()}
-    for name, value in row.items():
-        if not math.isfinite(value):
-            raise Diverged(f"training diverged at step {step + 1}: {name} = {value}; the last good checkpoint "
-                           f"is kept. Lower train.lr or check the data.")
+        row |= {k: v.detach().mean() for k, v in obj.decomposition(terms).items()}
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     if disc is not None:
         z = terms["z"].detach()
-        d_loss = obj.discriminator_loss(disc, z, obj.permute_dims(z, noise))
+        with autocast(precision, x.device):
+            d_loss = obj.discriminator_loss(disc, z, obj.permute_dims(z, noise))
         disc_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         disc_opt.step()
-        row["disc_loss"] = d_loss.item()
-        if not math.isfinite(row["disc_loss"]):
-            raise Diverged(f"training diverged at step {step + 1}: disc_loss = {row['disc_loss']}")
+        row["disc_loss"] = d_loss.detach()
     return row
 
 

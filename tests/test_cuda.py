@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tcvae import objectives as obj
-from tests.conftest import tcvae, tiny_params
+from tests.conftest import TINY_TRAIN, tcvae, tiny_params
 from tests.test_train import RUN, RUN_DIR, prepared  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -34,13 +34,48 @@ def test_log_qz_on_cuda_matches_float64_on_cpu(estimator):
 def test_evaluation_on_cuda_matches_the_cpu(prepared):   # noqa: F811
     import json
     folder, write_params = prepared
+    fp32 = {**TINY_TRAIN, "precision": "fp32"}     # CUDA's default, tf32, rounds products to 10 bits: not the CPU's
+    write_params(tiny_params(train=fp32))
     tcvae("stage", "train", *RUN, cwd=folder, check=True)
     results = {}
     for device in ("cpu", "cuda"):
-        write_params(tiny_params(compute={"device": device}))
+        write_params(tiny_params(train=fp32, compute={"device": device}))
         tcvae("stage", "evaluate", *RUN, cwd=folder, check=True)
         results[device] = json.loads((folder / RUN_DIR / "eval.json").read_text())
     cpu, cuda = results["cpu"], results["cuda"]
     assert cuda["kl"] == pytest.approx(cpu["kl"], rel=1e-4)                 # analytic: same posteriors
     assert cuda["elbo"] == pytest.approx(cpu["elbo"], rel=0.05)             # one posterior sample each, other noise
     assert cuda["mig"]["score"] == pytest.approx(cpu["mig"]["score"], abs=1e-3)
+
+
+def test_log_qz_on_cuda_is_the_fused_kernel():
+    from tcvae import fused
+    assert fused.available(torch.device("cuda"))      # Triton ships with CUDA builds of torch
+    z = torch.randn(64, 10, device="cuda", requires_grad=True)
+    sizes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+        obj.log_qz(z, z.detach() * 0.9, torch.zeros_like(z), 1000)
+    assert max(sizes) <= 64 * 10                    # nothing (B, B) or (B, B, D) is kept for backward
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_each_precision_trains_on_cuda(precision):
+    import types
+
+    from tcvae.models import VAE
+    from tcvae.train import _step, matmul_precision
+
+    torch.manual_seed(0)
+    device = torch.device("cuda")
+    model = VAE("mlp", 10, width=256).to(device)
+    opt = torch.optim.Adam(model.parameters(), 1e-3, fused=True)
+    cfg = types.SimpleNamespace(estimator="mss", alpha=1.0, gamma=1.0,
+                                anneal=types.SimpleNamespace(beta_warmup_steps=0, dimwise_kl_steps=0))
+    x = (torch.rand(512, 1, 64, 64, device=device) < 0.1).float()
+    noise = torch.Generator(device).manual_seed(0)
+    before = torch.get_float32_matmul_precision()
+    with matmul_precision(precision, device):
+        losses = [float(_step(model, opt, None, None, x, 10_000, cfg, "tcvae", 4.0, s, noise, True, precision)["loss"])
+                  for s in range(20)]
+    assert torch.get_float32_matmul_precision() == before           # the switch is undone
+    assert all(map(torch.isfinite, torch.tensor(losses))) and losses[-1] < losses[0]

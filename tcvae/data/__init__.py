@@ -1,4 +1,4 @@
-"""Processed data sets: one HDF5 file each, and a fast in-RAM batch server.
+"""Processed data sets: one HDF5 file each, a fast in-RAM batch server, and one on the GPU.
 
 File layout (see DESIGN.md): `images` uint8 (N, C, H, W) in canonical factor order — or, for binary
 images, bit-packed rows (N, C·H·W/8) with attribute `packed` = 1 — plus `factors` int (N, K) class
@@ -63,6 +63,37 @@ class Dataset:
             bits = np.unpackbits(self.stored[index], axis=1, count=int(np.prod(self.image_shape)))
             return torch.from_numpy(bits).to(device).view(len(index), *self.image_shape).float()
         return torch.from_numpy(self.stored[index]).to(device).float().div_(255)
+
+    def to(self, device: str | torch.device) -> "Dataset | DeviceBatches":
+        """Where batches come from on `device`: this data set itself on the CPU, else a `DeviceBatches`."""
+        device = torch.device(device)
+        return self if device.type == "cpu" else DeviceBatches(self, device)
+
+
+class DeviceBatches:
+    """A data set's stored bytes held on a device (a GPU), batches gathered and unpacked there: the same
+    batches as `Dataset.batch` for the same indices, without a host round trip per step. Full dSprites
+    bit-packed is 377 MB."""
+
+    def __init__(self, data: Dataset, device: str | torch.device):
+        self.device = torch.device(device)
+        self.image_shape, self.packed = data.image_shape, data.packed
+        self.stored = torch.from_numpy(data.stored).to(self.device)
+        self.bit = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=self.device)  # np.unpackbits' order
+
+    def __len__(self) -> int:
+        return len(self.stored)
+
+    def batch(self, index: np.ndarray | torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
+        """Images at `index` as float32 (B, C, H, W) in [0, 1] on this device (`device` must be it, if given)."""
+        if device is not None and torch.device(device).type != self.device.type:
+            raise ValueError(f"batches live on {self.device}, not {device}")
+        index = torch.as_tensor(index).to(self.device, non_blocking=True)
+        rows = self.stored.index_select(0, index)
+        if self.packed:
+            bits = (rows[:, :, None] & self.bit).ne(0).view(len(index), -1)[:, :int(np.prod(self.image_shape))]
+            return bits.float().reshape(len(index), *self.image_shape)
+        return rows.float().div_(255)
 
 
 def write(path: str | Path, blocks: Iterable[tuple[int, np.ndarray]], *, n: int, image_shape: Sequence[int],

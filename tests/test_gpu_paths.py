@@ -1,0 +1,54 @@
+"""The parts of the GPU paths that run anywhere: device-resident batches, the precision setting, and
+divergence detection without a host sync per step (CUDA itself: tests/test_cuda.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from tcvae import train
+from tcvae.data import Dataset, DeviceBatches
+
+
+def dataset(packed: bool, channels: int = 1, n: int = 50) -> Dataset:
+    rng = np.random.default_rng(0)
+    if packed:
+        images = rng.integers(0, 2, (n, channels * 64 * 64), dtype=np.uint8)
+        stored = np.packbits(images, axis=1)
+    else:
+        stored = rng.integers(0, 256, (n, channels, 64, 64), dtype=np.uint8)
+    return Dataset("t", stored, (channels, 64, 64), packed, None, None, (), (), (), "procedural")
+
+
+@pytest.mark.parametrize("packed,channels", [(True, 1), (False, 3)])
+def test_device_batches_are_the_ram_batches(packed, channels):
+    """Same images for the same indices (in the order `batch_indices` gives), unpacked on the device."""
+    data = dataset(packed, channels)
+    index = train.batch_indices(7, len(data), 16, seed=3)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    on_device = DeviceBatches(data, device)
+    assert len(on_device) == len(data)
+    assert torch.equal(on_device.batch(index).cpu(), data.batch(index))
+    assert data.to("cpu") is data          # the CPU serves from RAM as before
+
+
+def test_precision_auto_is_fp32_on_the_cpu_and_named_everywhere():
+    assert train.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert train.resolve_precision("auto", torch.device("cuda")) == "tf32"
+    assert train.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    from stages.train import TrainParams
+    assert TrainParams(steps=1).precision == "auto"
+    with pytest.raises(ValueError):
+        TrainParams(steps=1, precision="fp16")
+
+
+def test_bf16_autocast_keeps_the_objective_in_float32():
+    from tcvae import objectives as obj
+    from tcvae.models import VAE
+    torch.manual_seed(0)
+    model, x = VAE("mlp", 4, width=32), (torch.rand(16, 1, 64, 64) < 0.2).float()
+    with train.autocast("bf16", torch.device("cpu")):
+        terms = obj.elbo_terms(model, x, 1000, generator=torch.Generator().manual_seed(0))
+    assert all(terms[k].dtype == torch.float32 for k in ("log_px", "log_qz", "log_prod_qzj", "mu"))
+    loss = obj.tcvae_loss(terms, 1.0, 4.0, 1.0)
+    loss.backward()
+    assert torch.isfinite(loss) and model.encoder[1].weight.grad is not None
