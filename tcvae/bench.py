@@ -218,7 +218,7 @@ def train(batch: int = 2048, latents: int = 10, reps: int = 3, device: str = "au
     t_serve = dict(zip(served, _interleaved(list(served.values()), 5 * reps)))
     for name, t in t_serve.items():
         table.add_row(f"serve a batch of {batch} from {name}", f"{t * 1e3:.2f} ms",
-                      f"{t / times[default, 'VAE (β-VAE, β = 1)']:.2f}× a VAE step")
+                      f"{t / times[default, 'VAE (β-VAE, β = 1)']:.3f}× a VAE step")
     t_batch = t_serve.get("device-resident", t_serve["host RAM"])
     paper_steps = 50 * (n // batch)     # the paper's 50 epochs of full dSprites (18,000 steps at B = 2048)
     for name in ("VAE (β-VAE, β = 1)", "β-TCVAE, MSS", "FactorVAE"):
