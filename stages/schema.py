@@ -116,7 +116,7 @@ class Shapes3dData(FileSource):
     source: Literal["download", "file"] = "download"     # no offline stand-in
     url: Url = "https://storage.googleapis.com/3d-shapes/3dshapes.h5"
     md5: Md5 | None = "099a2078d58cec4daad0702c55d06868"
-    file: Path | None = None
+    file: UserPath | None = None
 
     @model_validator(mode="after")
     def _download_needs_md5(self):

@@ -35,7 +35,7 @@ def test_precision_auto_is_fp32_on_the_cpu_and_named_everywhere():
     assert train.resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert train.resolve_precision("auto", torch.device("cuda")) == "tf32"
     assert train.resolve_precision("bf16", torch.device("cpu")) == "bf16"
-    from stages.train import TrainParams
+    from stages.schema import TrainParams
     assert TrainParams(steps=1).precision == "auto"
     with pytest.raises(ValueError):
         TrainParams(steps=1, precision="fp16")
