@@ -298,6 +298,17 @@ class _FixedFactorSampler:
         return out
 
 
+def _grid_inputs(codes, factors, factor_sizes: Sequence[int], scored: Sequence[int] | None, seed: int):
+    """The inputs the two fixed-factor scores share: codes (N, D) float, factors checked to be a full grid,
+    the scored factor indices (default all) and a generator seeded with `seed`."""
+    codes = _as_codes(codes)
+    factors = check_full_grid(factors, factor_sizes)
+    if len(codes) != len(factors):
+        raise ValueError(f"codes have {len(codes)} rows, factors {len(factors)}")
+    scored = np.arange(factors.shape[1]) if scored is None else np.asarray(scored)
+    return codes, factors, scored, np.random.default_rng(seed)
+
+
 @dataclass(frozen=True)
 class FactorVAEResult:
     """FactorVAE score: majority-vote accuracy of "which factor was fixed" from the latent of least normalised
@@ -322,12 +333,7 @@ def factorvae_score(codes, factors, factor_sizes: Sequence[int], *, batch_size: 
     global variance (from `n_variance` random rows), vote (k, argmin). Latents with global σ < `prune` are
     dropped (collapsed). The classifier maps each latent to the factor with most train votes; accuracy =
     the share of votes it gets right, on `n_train` train votes and `n_eval` fresh eval votes."""
-    codes = _as_codes(codes)
-    factors = check_full_grid(factors, factor_sizes)
-    if len(codes) != len(factors):
-        raise ValueError(f"codes have {len(codes)} rows, factors {len(factors)}")
-    scored = np.arange(factors.shape[1]) if scored is None else np.asarray(scored)
-    rng = np.random.default_rng(seed)
+    codes, factors, scored, rng = _grid_inputs(codes, factors, factor_sizes, scored, seed)
     global_var = codes[rng.integers(0, len(codes), n_variance)].var(0, ddof=1)
     active = np.flatnonzero(np.sqrt(global_var) >= prune)     # Kim & Mnih sec. 4: prune collapsed latents
     k, dims = factors.shape[1], codes.shape[1]
@@ -377,12 +383,7 @@ def betavae_score(codes, factors, factor_sizes: Sequence[int], *, batch_size: in
     accuracy on `n_eval` fresh ones."""
     from sklearn.linear_model import LogisticRegression
 
-    codes = _as_codes(codes)
-    factors = check_full_grid(factors, factor_sizes)
-    if len(codes) != len(factors):
-        raise ValueError(f"codes have {len(codes)} rows, factors {len(factors)}")
-    scored = np.arange(factors.shape[1]) if scored is None else np.asarray(scored)
-    rng = np.random.default_rng(seed)
+    codes, factors, scored, rng = _grid_inputs(codes, factors, factor_sizes, scored, seed)
     sampler = _FixedFactorSampler(factors, rng)
 
     def points(n: int, chunk: int = 1000) -> tuple[np.ndarray, np.ndarray]:
