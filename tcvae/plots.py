@@ -39,7 +39,7 @@ def save(fig: plt.Figure, path: Path, dpi: int = 150, pdf: bool = False) -> None
 def _panels(rows: list[dict[str, Any]]) -> tuple[plt.Figure, list[tuple[plt.Axes, str, list[dict[str, Any]]]]]:
     """One panel per data set with MIG: (figure, [(axes, data set, its runs)])."""
     datasets = sorted({r["dataset"] for r in rows if r["mig"] is not None})
-    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5.2 * max(1, len(datasets)), 4.2), squeeze=False,
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(6.2 * max(1, len(datasets)), 4.2), squeeze=False,
                              layout="constrained")
     return fig, [(ax, d, [r for r in rows if r["dataset"] == d and r["mig"] is not None])
                  for ax, d in zip(axes[0], datasets)]
@@ -73,7 +73,8 @@ def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
         ax.minorticks_off()
         ax.set(title=dataset, xlabel="β (FactorVAE: γ)" + (", log scale" if log else ""),
                ylabel="MIG (0–1, higher is more disentangled)")
-        ax.set_ylim(bottom=0, top=max(0.1, 1.15 * max(r["mig"] for r in runs)))
+        top = max(0.1, 1.15 * max(r["mig"] for r in runs))
+        ax.set_ylim(-0.03 * top, top)                  # a collapsed run's MIG of 0 stays fully visible
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="hollow: single runs", title_fontsize=8)
     fig.suptitle("Disentanglement (MIG) against the regularisation weight")
@@ -103,14 +104,15 @@ def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
                        label=f"{LABELS[method]}: {note}")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set(title=dataset, xlabel="total correlation of q(z) (nats, log scale; ≤ 0.001 drawn at 0.001)",
-               ylabel="MIG")
+        ax.set(xlabel="total correlation of q(z) (nats, log scale; ≤ 0.001 drawn at 0.001)", ylabel="MIG")
+        ax.set_title(dataset)
         ax.grid(alpha=0.3)
-        methods = ax.legend(fontsize=8, loc="upper right", title="Spearman ρ(TC, MIG) over runs", title_fontsize=8)
-        ax.add_artist(methods)
-        handles = [ax.scatter([], [], s=size[b], color="grey", edgecolor="black", linewidth=0.5) for b in all_betas]
-        ax.legend(handles, [beta_name(b) for b in all_betas], title="β (γ)", fontsize=7, title_fontsize=8,
-                  loc="lower left", labelspacing=1.1, borderpad=0.8)
+        # one legend, outside the axes: runs at TC ≤ 0.001 and MIG 0 sit in a corner a legend would hide
+        methods, labels = ax.get_legend_handles_labels()
+        sizes = [ax.scatter([], [], s=size[b], color="grey", edgecolor="black", linewidth=0.5) for b in all_betas]
+        ax.legend(methods + sizes, labels + [f"β (γ) = {beta_name(b)}" for b in all_betas], fontsize=7,
+                  loc="upper left", bbox_to_anchor=(1.02, 1), labelspacing=1.0, title_fontsize=8,
+                  title="Spearman ρ(TC, MIG)\nover runs; marker size: β")
     fig.suptitle("Total correlation against MIG (one marker per run; larger markers: larger β)")
     save(fig, path, pdf=True)
 

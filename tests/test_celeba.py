@@ -178,7 +178,7 @@ def test_dvc_repro_builds_the_labelled_traversal_from_a_file_source(archive, tmp
     run_figures = repo / "data/figures/runs/celeba/tcvae/beta2/seed0"
     assert (run_figures / "traversals_by_attribute.png").stat().st_size > 5000
     assert len((run_figures / "traversals_by_attribute.txt").read_text().splitlines()) == 3
-    assert json.loads((repo / "data/metrics/summary/celeba/tcvae.json").read_text())["runs"] == 1
+    assert set(json.loads((repo / "data/metrics/summary/celeba/tcvae.json").read_text())) == {"elbo"}   # no factors
 
 
 def test_the_readme_celeba_snippet_merged_as_it_says_validates(tmp_path):
