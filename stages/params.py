@@ -40,7 +40,7 @@ RESULTS = Path("data/results")      # shipped result sets, one folder each, list
 TIMINGS = Path("data/timings")      # wall times per run and stage: not DVC outputs (they differ run to run)
 
 
-def record_timing(run: "Run", stage: str, seconds: float, device: Any) -> None:
+def record_timing(run: "Run", stage: str, seconds: float, device: Any, extra: dict | None = None) -> None:
     """data/timings/<run>/<stage>.json: the wall time of this invocation and what it ran on (for provenance)."""
     import datetime
     import platform
@@ -50,9 +50,22 @@ def record_timing(run: "Run", stage: str, seconds: float, device: Any) -> None:
     cuda = device.type == "cuda"
     write_json(TIMINGS / run_path(run.dataset, run.method, run.beta, run.seed) / f"{stage}.json", {
         "seconds": round(seconds, 2), "device": device.type, "device_count": torch.cuda.device_count() if cuda else 1,
-        "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
-        "date": datetime.date.today().isoformat()})
+        "date": datetime.date.today().isoformat(), **(extra or {})})
+
+
+def _cpu_name() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo), else what the platform module knows."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def select(p: Params, names: list[str] | None) -> list[str]:

@@ -44,23 +44,22 @@ def list_sets() -> None:
     from tcvae import results
 
     table = Table(title=f"result sets in {RESULTS}/ (drawn by `dvc repro`: stage results@<name>)", title_justify="left")
-    for c in ("set", "runs", "data set", "method", "MIG (median, best β)", "ρ(TC, MIG)", "made on"):
-        table.add_column(c)
+    for c in ("set (runs, made on)", "data set", "method", "MIG", "best β", "ρ(TC, MIG)"):
+        table.add_column(c, overflow="fold")
     for name in listed_sets():
         folder = RESULTS / name
         rows = results.read_rows(folder / "runs.csv") if (folder / "runs.csv").is_file() else []
         prov = json.loads((folder / "provenance.json").read_text()) if (folder / "provenance.json").is_file() else {}
         devices = sorted({(r.get("train") or {}).get("device_name") or "?" for r in prov.get("runs", {}).values()})
-        first = True
+        label = f"{name}\n({len(rows)} runs, {', '.join(devices)})"
         for dataset, methods in results.summarise(rows).items():
             for method, s in methods.items():
-                mig = f"{s['mig']:.3f} (β = {results.beta_name(s['beta'])})" if "mig" in s else "—"
-                rho = "—" if s.get("rho") is None else f"{s['rho']:+.2f}"
-                table.add_row(name if first else "", str(len(rows)) if first else "", dataset, method, mig, rho,
-                              ", ".join(devices) if first else "")
-                first = False
-        if first:
-            table.add_row(name, "0", "", "", "", "", "")
+                table.add_row(label, dataset, method, f"{s['mig']:.3f}" if "mig" in s else "—",
+                              results.beta_name(s["beta"]) if "beta" in s else "—",
+                              "—" if s.get("rho") is None else f"{s['rho']:+.2f}")
+                label = ""
+        if label:
+            table.add_row(label, "", "", "", "", "")
     Console().print(table)
 
 
@@ -77,7 +76,10 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
     data/results/<name>/ with provenance.json (params, commit, date, device, versions, wall times), atomically."""
     from rich.console import Console
 
+    import torch
+
     from tcvae import results
+    from tcvae.train import resolve_precision
 
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
         raise UserError(f"result set name {name!r}: use lower-case letters, digits, '-' and '_' (it names a folder)")
@@ -100,7 +102,6 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
     params_text = params.read_text()
     params_file = f"params/{hashlib.sha256(params_text.encode()).hexdigest()[:12]}.yaml"
     commit, dirty = _git_commit()
-    precision = getattr(p.train, "precision", "fp32")
     tmp = RESULTS / f".{name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -116,6 +117,8 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
             shutil.rmtree(tmp / "runs" / key, ignore_errors=True)
             results.copy_run(source / key, tmp / "runs" / key)
             timing = {stage: _read_json(TIMINGS / key / f"{stage}.json") for stage in ("train", "evaluate")}
+            trained_on = (timing["train"] or {}).get("device", "cpu")     # `auto` as it was resolved for the run
+            precision = (timing["train"] or {}).get("precision") or resolve_precision(p.train.precision, torch.device(trained_on))
             prov["runs"][key] = {"params": params_file, "commit": commit, "uncommitted_changes": dirty,
                                  "precision": precision, **timing}
         (tmp / ".gitignore").write_text("/figures\n")      # drawn by `dvc repro`, kept in DVC's cache (as DVC writes it)

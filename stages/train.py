@@ -13,7 +13,7 @@ def command(dataset: DatasetOption, method: MethodOption, beta: BetaOption, seed
             params: ParamsOption = Path("params.yaml")) -> None:
     """Train one model; resumes from data/runs/…/checkpoint.pt after an interruption."""
     from tcvae import data
-    from tcvae.train import fit, pick_device
+    from tcvae.train import fit, pick_device, resolve_precision
 
     start = time.monotonic()
     run = open_run(params, dataset, method, beta, seed)
@@ -24,4 +24,5 @@ def command(dataset: DatasetOption, method: MethodOption, beta: BetaOption, seed
               "data": p.data[dataset].model_dump(mode="json"), "train": p.train.model_dump(mode="json")}
     fit(ds, p.train, method=method, beta=run.beta, seed=seed, arch=arch, out=run.dir, record=record,
         device=c.device, checkpoint_minutes=c.checkpoint_minutes, checkpoint_every_steps=c.checkpoint_every_steps)
-    record_timing(run, "train", time.monotonic() - start, pick_device(c.device))
+    device = pick_device(c.device)
+    record_timing(run, "train", time.monotonic() - start, device, {"precision": resolve_precision(p.train.precision, device)})
