@@ -5,8 +5,6 @@ With `--results FOLDER` it summarises a result set that is already collected (da
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
 from pathlib import Path
 
 import typer
@@ -14,6 +12,7 @@ import typer
 from stages.options import ParamsOption
 from stages.params import METRICS, load_params, run_dir
 from tcvae.errors import UserError
+from tcvae.io import atomic_dir
 
 
 def command(params: ParamsOption = Path("params.yaml"),
@@ -39,15 +38,9 @@ def command(params: ParamsOption = Path("params.yaml"),
                         f"  run `dvc repro` (or `tcvae stage evaluate …` for each)")
     stale = [str(src) for src, _ in runs if (src / "model.pt").is_file()
              and (src / "model.pt").stat().st_mtime > (src / "eval.json").stat().st_mtime]
-    tmp = METRICS / f".runs.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(METRICS / "runs") as tmp:
         for src, rel in runs:
             r.copy_run(src, tmp / rel)
-        METRICS.mkdir(parents=True, exist_ok=True)
-        r.replace_dir(tmp, METRICS / "runs")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     rows = r.summarise_folder(METRICS)
     console.print(r.table(rows, f"{METRICS}: the sweep's {len(rows)} runs (medians over seeds)",
                           [f"{s} (stale: model.pt is newer than eval.json; rerun evaluate)" for s in stale]))

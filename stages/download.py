@@ -47,16 +47,16 @@ def _fetch(name: str, spec, out: Path) -> dict:
     from tcvae.data.download import fetch, md5sum
 
     record = {"dataset": name, "kind": spec.kind, "source": spec.source}
+    hint = SHAPES3D_OFFLINE if spec.kind == "shapes3d" else OFFLINE
     if spec.kind == "celeba":
         record |= _celeba(name, spec, out)
     elif spec.source == "download":
         target = out / urlsplit(spec.url).path.rsplit("/", 1)[-1]   # the URL's file name (params check it has one)
         if not (target.is_file() and md5sum(target) == spec.md5):
-            fetch(spec.url, target, spec.md5, offline_hint=SHAPES3D_OFFLINE if spec.kind == "shapes3d" else OFFLINE)
+            fetch(spec.url, target, spec.md5, offline_hint=hint)
         record |= {"file": str(target), "md5": spec.md5, "url": spec.url}
     elif spec.source == "file":
         if not spec.file.is_file():
-            hint = SHAPES3D_OFFLINE if spec.kind == "shapes3d" else OFFLINE
             raise UserError(f"data.{name}.file = {spec.file}: no such file\n\n{hint}")
         digest = md5sum(spec.file)
         if spec.md5 and digest != spec.md5:

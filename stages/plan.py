@@ -16,7 +16,7 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
     """List the sweep's training runs: done (outputs match), cached (DVC's run-cache restores them without
     training) or to train, with the time estimated from a few measured steps on this device."""
     import numpy as np
-    from dvc.exceptions import DvcException
+    from dvc.exceptions import DvcException, NotDvcRepoError
     from dvc.repo import Repo
     from rich.console import Console
     from rich.table import Table
@@ -28,8 +28,6 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
 
     p = load_params(params)
     t, s = p.train, p.sweep
-    from dvc.exceptions import NotDvcRepoError
-
     try:
         repo = Repo()
     except NotDvcRepoError:
@@ -50,7 +48,7 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
                     continue
                 repo.stage_cache.restore(st, dry=True)
                 status[name] = "cached"
-            except (DvcException, OSError):     # not in the run-cache, or its inputs are not built yet
+            except (DvcException, OSError):     # not in the run-cache
                 status[name] = "to train"
     per_step, sizes = {}, {}
     for dataset in s.datasets:                  # sizes as the params imply them, built or not

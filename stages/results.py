@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ import yaml
 from stages.options import ParamsOption
 from stages.params import METRICS, RESULTS, TIMINGS, load_params
 from tcvae.errors import UserError
+from tcvae.io import atomic_dir
 
 
 def show(folder: Path = typer.Argument(METRICS, help="a result folder: data/metrics or data/results/<name>")) -> None:
@@ -102,16 +102,12 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
     params_text = params.read_text()
     params_file = f"params/{hashlib.sha256(params_text.encode()).hexdigest()[:12]}.yaml"
     commit, dirty = _git_commit()
-    tmp = RESULTS / f".{name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(dest) as tmp:
         prov = {"name": name, "runs": {}}
         if old is not None and add:
-            for item in ("runs", "params"):
-                if (dest / item).is_dir():
-                    shutil.copytree(dest / item, tmp / item)
-                elif (dest / item).is_file():
-                    shutil.copyfile(dest / item, tmp / item)
+            for folder in ("runs", "params"):
+                if (dest / folder).is_dir():
+                    shutil.copytree(dest / folder, tmp / folder)
             prov["runs"] = dict(old["runs"])
         for key in keys:
             shutil.rmtree(tmp / "runs" / key, ignore_errors=True)
@@ -127,10 +123,6 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
         prov["runs"] = dict(sorted(prov["runs"].items()))
         (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
         rows = results.summarise_folder(tmp)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        results.replace_dir(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     sets = sorted(set(listed_sets()) | {name})
     (RESULTS / "sets.yaml").write_text("# Shipped result sets, drawn by `dvc repro` (stage results@<name>); "
                                        "`tcvae results export` keeps this list.\n" + yaml.safe_dump({"sets": sets}))

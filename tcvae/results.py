@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tcvae.errors import UserError
-from tcvae.io import atomic_path, write_json
+from tcvae.io import atomic_dir, atomic_path, write_json
 
 FIELDS = ["dataset", "method", "beta", "seed", "mig", "mig_discrete", "dci", "sap", "factorvae_score",
           "betavae_score", "elbo", "log_px", "kl", "mi", "tc", "dimwise_kl", "active_units"]
@@ -127,26 +126,10 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
 
 def write_summary(folder: Path, summary: dict[str, dict[str, dict[str, Any]]]) -> None:
     """folder/summary/<dataset>/<method>.json, replacing the whole summary/ folder at once."""
-    target = folder / "summary"
-    tmp = folder / f".summary.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(folder / "summary") as tmp:
         for dataset, methods in summary.items():
             for method, numbers in methods.items():
                 write_json(tmp / dataset / f"{method}.json", numbers)
-        tmp.mkdir(parents=True, exist_ok=True)
-        replace_dir(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def replace_dir(src: Path, dest: Path) -> None:
-    """Put folder `src` at `dest`, replacing what was there (the old one is moved aside first, then deleted)."""
-    old = dest.with_name(f".{dest.name}.{os.getpid()}.old")
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(src, dest)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def summarise_folder(folder: Path) -> list[dict[str, Any]]:
