@@ -52,9 +52,9 @@ def proc_out(folder: Path) -> str:
     return tcvae("results", "show", cwd=folder, check=True).stdout
 
 
-def run(*args, cwd):
+def run(*args, cwd, env=None):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": python_path()}
+           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": python_path(), **(env or {})}
     proc = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
     return proc.stdout
@@ -82,8 +82,18 @@ def test_dvc_metrics_diff_reports_a_changed_param(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     out = run(*dvc, "repro", "aggregate", cwd=repo)
     assert "Running stage 'train@tiny-betavae-1-0'" in out and "Running stage 'preprocess@tiny'" not in out
-    diff = json.loads(run(*dvc, "metrics", "diff", "--json", cwd=repo))
+    headline = json.loads(run(*dvc, "metrics", "diff", "--json", "--all", cwd=repo))["data/metrics/mig.json"]
+    assert set(headline) == {"tiny.betavae"}                         # the headline: MIG per data set × method
+    diff = json.loads(run(*dvc, "metrics", "diff", "--json", "--targets", "data/metrics/summary", "-R", cwd=repo))
     changed = diff["data/metrics/summary/tiny/betavae.json"]          # metrics live in git: HEAD is readable
     assert changed["elbo"]["old"] is not None and changed["elbo"]["diff"] != 0
-    shown = run(*dvc, "metrics", "show", cwd=repo).splitlines()
+    shown = run(*dvc, "metrics", "show", "data/metrics/summary", cwd=repo).splitlines()
     assert len(shown) == 2 and max(map(len, shown)) <= 120            # a header and one row per data set × method
+    # the README's experiment table: the changed params and the headline, nothing cut at 120 columns
+    table = run(*dvc, "exp", "show", "--no-pager", "--only-changed", "--drop", "Created|data/|tcvae/", cwd=repo,
+                env={"COLUMNS": "120"}).splitlines()
+    assert max(map(len, table)) <= 120 and "…" not in "".join(table)
+    rows = {line.split()[0]: line.split() for line in table[3:5]}     # workspace, then the branch (HEAD)
+    assert "train.steps" in table[1] and "12" in rows["workspace"]
+    assert all(name in table[1] for name, change in headline.items() if change["diff"])    # MIGs that moved
+    assert "6" in next(row for name, row in rows.items() if name != "workspace")
