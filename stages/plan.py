@@ -16,7 +16,7 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
     """List the sweep's training runs: done (outputs match), cached (DVC's run-cache restores them without
     training) or to train, with the time estimated from a few measured steps on this device."""
     import numpy as np
-    from dvc.exceptions import DvcException, NotDvcRepoError
+    from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
     from rich.console import Console
     from rich.table import Table
@@ -34,22 +34,7 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
         raise UserError(f"{Path.cwd()} is not inside a DVC repository: run `tcvae sweep plan` from the "
                         f"repository's root (where dvc.yaml is)") from None
     with repo, repo.lock:    # stage status reads what DVC writes: hold its lock
-        stages = {st.name: st for st in repo.index.stages}
-        status = {}
-        for name, st in stages.items():
-            if not name.startswith("train@"):
-                continue
-            if any(not Path(d.fs_path).exists() for d in st.deps):
-                status[name] = "inputs not built"      # DVC can only look a run up once its inputs exist
-                continue
-            try:
-                if not st.changed():
-                    status[name] = "done"
-                    continue
-                repo.stage_cache.restore(st, dry=True)
-                status[name] = "cached"
-            except (DvcException, OSError):     # not in the run-cache
-                status[name] = "to train"
+        status = _train_status(repo)
     per_step, sizes = {}, {}
     for dataset in s.datasets:                  # sizes as the params imply them, built or not
         spec = p.data[dataset]
@@ -85,10 +70,54 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
     Console().print(table)
     if not own:
         Console().print(f"(statuses follow params.yaml, which DVC reads; with {params} every run counts as to train)")
-    waiting = (f", {counts['inputs not built']} whose inputs are not built yet (run `dvc repro preprocess` to know "
-               f"whether the run-cache has them; counted as to train)") if counts["inputs not built"] else ""
+    waiting = (f", {counts['inputs not built']} whose inputs are not built nor in the run-cache (counted as to "
+               f"train)") if counts["inputs not built"] else ""
     Console(soft_wrap=True).print(f"{counts['done']} done, {counts['cached']} restorable from the run-cache, {counts['to train']} to "
                     f"train{waiting}: about {_duration(todo)} of training on this device (evaluation not included)")
+
+
+def _train_status(repo) -> dict[str, str]:
+    """Each train@ stage: "done" (outputs match), "cached" (DVC's run-cache restores it without training), "to train",
+    or "inputs not built". A stage's run-cache key is the hash of its command, params and inputs, so an input not
+    built yet (a data set not downloaded or preprocessed) is predicted from its own stage's run-cache entry, as
+    `dvc repro` would restore it: download → preprocess → train, in that order."""
+    from dvc.exceptions import DvcException
+    from dvc.stage.cache import _get_cache_hash
+    from dvc.stage.serialize import to_single_stage_lockfile
+    from dvc_data.hashfile.meta import Meta
+
+    stages = [st for prefix in ("download@", "preprocess@", "train@") for st in repo.index.stages
+              if st.name.startswith(prefix)]
+    built: dict[str, object] = {}    # path → the HashInfo an upstream stage's output has, or will have once restored
+    status: dict[str, str] = {}
+    for st in stages:
+        try:
+            if all(Path(d.fs_path).exists() for d in st.deps) and not st.changed():
+                status[st.name] = "done"
+                built.update((out.fs_path, out.hash_info) for out in st.outs)
+                continue
+            for dep in st.deps:      # the inputs' hashes as they are now, or as they will be
+                if Path(dep.fs_path).exists():
+                    dep.save()
+                elif dep.fs_path in built:
+                    dep.hash_info, dep.meta = built[dep.fs_path], Meta(isdir=built[dep.fs_path].isdir)
+                else:
+                    raise FileNotFoundError(dep.fs_path)
+            key = _get_cache_hash(to_single_stage_lockfile(st), key=True)
+            entries = Path(repo.stage_cache._get_cache_dir(key))
+            newest = max(entries.iterdir(), key=lambda f: f.stat().st_mtime).name if entries.is_dir() else None
+            entry = newest and repo.stage_cache._load_cache(key, newest)
+            cached = entry and repo.stage_cache._create_stage(entry, wdir=st.wdir)
+            if cached and cached.outs_cached():
+                status[st.name] = "cached"
+                built.update((out.fs_path, out.hash_info) for out in cached.outs)
+            else:
+                status[st.name] = "to train"
+        except FileNotFoundError:
+            status[st.name] = "inputs not built"
+        except (DvcException, OSError):     # e.g. an input DVC cannot hash: it will train
+            status[st.name] = "to train"
+    return {name: state for name, state in status.items() if name.startswith("train@")}
 
 
 def _duration(seconds: float) -> str:

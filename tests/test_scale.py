@@ -95,7 +95,14 @@ def test_sweep_plan_lists_runs_status_and_cost(tmp_path):
     tcvae_cli = [sys.executable, "-m", "tcvae", "sweep", "plan"]
     out = run(*tcvae_cli, cwd=repo)
     assert "tiny betavae β=2 seed 0" in out and "tiny tcvae β=2 seed 0" in out
-    assert out.count("inputs not built") >= 2 and "0 done" in out and "2 whose inputs are not built yet" in out
+    assert out.count("inputs not built") >= 2 and "0 done" in out and "2 whose inputs are not built nor in the run-cache" in out
     run(*DVC, "repro", "train@tiny-tcvae-2-0", cwd=repo)
     out = run(*tcvae_cli, cwd=repo)
     assert "1 done" in out and "1 to train" in out
+    # nothing built (a new clone sharing the cache): the run-cache still knows the data set and the trained run
+    for built in ("raw", "processed", "runs"):
+        shutil.rmtree(repo / "data" / built)
+    out = run(*tcvae_cli, cwd=repo)
+    assert "0 done, 1 restorable from the run-cache, 1 to train" in out, out
+    out = run(*DVC, "repro", "train@tiny-tcvae-2-0", cwd=repo)  # …and DVC agrees: restored, nothing run
+    assert "Running stage" not in out and "'train@tiny-tcvae-2-0' is cached" in out
