@@ -317,6 +317,34 @@ def test_a_non_jpeg_inside_the_celeba_zip(project):
     assert not (folder / "data/processed").exists() or not any((folder / "data/processed").iterdir())
 
 
+@pytest.mark.parametrize("key,contents,message", [
+    ("attributes", b"2\nBangs Smiling\n000001.jpg 1 -1\n", "line 2: not a line of 40 attribute names"),
+    ("attributes", b"1\n" + b"a " * 40 + b"\n000001.jpg" + b" 1" * 39 + b"\n", "line 3: 39 values after '000001.jpg'"),
+    ("attributes", b"1\n" + b"a " * 40 + b"\n000001.jpg" + b" 2" * 40 + b"\n", "line 3: a value other than 1 or -1"),
+    ("attributes", b"\xff\xfe\x00garbage", "cannot be read as CelebA's list_attr_celeba.txt"),
+    ("partition", b"000001.jpg 0\n000002.jpg train\n", "line 2: '000002.jpg train'"),
+])
+def test_malformed_celeba_attribute_and_partition_files(project, key, contents, message):
+    import hashlib
+    import io
+    import zipfile
+
+    from PIL import Image
+    folder, write_params = project
+    jpeg = io.BytesIO()
+    Image.new("RGB", (178, 218)).save(jpeg, "JPEG")
+    with zipfile.ZipFile(folder / "img_align_celeba.zip", "w") as z:
+        z.writestr("img_align_celeba/000001.jpg", jpeg.getvalue())
+    (folder / "side.txt").write_bytes(contents)
+    md5 = hashlib.md5((folder / "img_align_celeba.zip").read_bytes()).hexdigest()
+    write_params(tiny_params(data={"celeba": {"kind": "celeba", "source": "file", "md5": md5, key: str(folder / "side.txt"),
+                                              "file": str(folder / "img_align_celeba.zip")}},
+                             train={**TINY_TRAIN, "arch": {"celeba": "conv"}}))
+    assert run_cli("stage", "download", cwd=folder)[0] == 0
+    code, out = run_cli("stage", "preprocess", cwd=folder)
+    assert code == 2 and message in out and "Traceback" not in out, out
+
+
 @pytest.mark.parametrize("kind,name,contents", [
     ("faces", "basel_face_renders.pth", os.urandom(4000)),
     ("faces", "basel_face_renders.pth", "list"),

@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -205,21 +206,44 @@ def image_names(source: Path) -> list[str]:
     return sorted(p.name for p in find_folder(source).glob("*.jpg") if IMAGE.search(p.name))
 
 
+def _lines(path: Path, expected: str) -> tuple[list[str], Callable[[int, str], UserError]]:
+    """The file's lines, and a maker of one-line errors naming a line and what the file should hold."""
+    def bad(i: int, why: str) -> UserError:
+        return UserError(f"{path}, line {i + 1}: {why}; expected CelebA's {expected}")
+    try:
+        return path.read_text().splitlines(), bad
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot be read as CelebA's {expected} ({e})") from None
+
+
 def read_attributes(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
-    """list_attr_celeba.txt → (40 names, {file name: int8 (40,) of ±1})."""
-    lines = path.read_text().splitlines()
-    names = lines[1].split()
-    rows = {}
-    for line in lines[2:]:
+    """list_attr_celeba.txt (a count, the 40 names, then `<file> ±1 ×40` per image) → (40 names,
+    {file name: int8 (40,) of ±1})."""
+    lines, bad = _lines(path, f"{ATTR_NAME}: a count, 40 attribute names, then a file name and 40 values of 1 or -1 "
+                              f"per line")
+    if len(lines) < 2 or len(lines[1].split()) != 40:
+        raise bad(1, "not a line of 40 attribute names")
+    names, rows = lines[1].split(), {}
+    for i, line in enumerate(lines[2:], 2):
         if line.strip():
             file, *values = line.split()
+            if len(values) != 40 or not set(values) <= {"1", "-1"}:
+                raise bad(i, f"{len(values)} values after {file!r}" if len(values) != 40 else "a value other than 1 or -1")
             rows[file] = np.array(values, dtype=np.int8)
     return names, rows
 
 
 def read_partition(path: Path) -> dict[str, int]:
-    """list_eval_partition.txt → {file name: 0 train, 1 validation, 2 test}."""
-    return {f: int(p) for f, p in (line.split() for line in path.read_text().splitlines() if line.strip())}
+    """list_eval_partition.txt (`<file> 0|1|2` per line) → {file name: 0 train, 1 validation, 2 test}."""
+    lines, bad = _lines(path, f"{PARTITION_NAME}: a file name and 0, 1 or 2 per line")
+    split = {}
+    for i, line in enumerate(lines):
+        if line.strip():
+            fields = line.split()
+            if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+                raise bad(i, f"{line.strip()[:60]!r}")
+            split[fields[0]] = int(fields[1])
+    return split
 
 
 def preprocess(path: Path, source: Path, attributes: Path | None, partition: Path | None, limit: int | None = None,
