@@ -78,9 +78,10 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
 
 def _train_status(repo) -> dict[str, str]:
     """Each train@ stage: "done" (outputs match), "cached" (DVC's run-cache restores it without training), "to train",
-    or "inputs not built". A stage's run-cache key is the hash of its command, params and inputs, so an input not
-    built yet (a data set not downloaded or preprocessed) is predicted from its own stage's run-cache entry, as
-    `dvc repro` would restore it: download → preprocess → train, in that order."""
+    or "inputs not built" (missing, or to be remade by a stage that runs first). A stage's run-cache key is the
+    hash of its command, params and inputs, so an input not built yet (a data set not downloaded or preprocessed)
+    is predicted from its own stage's run-cache entry, as `dvc repro` would restore it: download → preprocess →
+    train, in that order."""
     from dvc.exceptions import DvcException
     from dvc.stage.cache import _get_cache_hash
     from dvc.stage.serialize import to_single_stage_lockfile
@@ -90,8 +91,11 @@ def _train_status(repo) -> dict[str, str]:
               if st.name.startswith(prefix)]
     built: dict[str, object] = {}    # path → the HashInfo an upstream stage's output has, or will have once restored
     status: dict[str, str] = {}
+    rebuilt: set[str] = set()        # outputs of the stages that will run
     for st in stages:
         try:
+            if any(d.fs_path in rebuilt for d in st.deps):     # an input its stage will remake: unknown until then
+                raise FileNotFoundError
             if all(Path(d.fs_path).exists() for d in st.deps) and not st.changed():
                 status[st.name] = "done"
                 built.update((out.fs_path, out.hash_info) for out in st.outs)
@@ -117,6 +121,8 @@ def _train_status(repo) -> dict[str, str]:
             status[st.name] = "inputs not built"
         except (DvcException, OSError):     # e.g. an input DVC cannot hash: it will train
             status[st.name] = "to train"
+        if status[st.name] in ("to train", "inputs not built"):
+            rebuilt.update(out.fs_path for out in st.outs)
     return {name: state for name, state in status.items() if name.startswith("train@")}
 
 
