@@ -56,6 +56,7 @@ def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
     for ax, dataset, runs in panels:
         betas = sorted({r["beta"] for r in runs})
         log = min(betas) > 0
+        repeated = False                             # any β with more than one seed: hollow runs beside a median
         for method in _methods(runs):
             mine = [r for r in runs if r["method"] == method]
             at = {b: [r["mig"] for r in mine if r["beta"] == b] for b in sorted({r["beta"] for r in mine})}
@@ -64,9 +65,11 @@ def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
                        edgecolors=COLORS[method], marker=MARKERS[method], linewidths=1, alpha=0.8)
             q1, med, q3 = (np.array([np.percentile(at[b], q) for b in at]) for q in (25, 50, 75))
             seeds = max(len(v) for v in at.values())
+            repeated |= seeds > 1
             ax.errorbar([x[b] for b in at], med, yerr=[med - q1, q3 - med] if seeds > 1 else None, fmt=MARKERS[method],
                         color=COLORS[method], markersize=7, capsize=3, linestyle="none",
-                        label=f"{LABELS[method]}: median" + (" and quartiles" if seeds > 1 else "") + f" ({len(mine)} runs)")
+                        label=f"{LABELS[method]}: median and quartiles over seeds ({len(mine)} runs)" if seeds > 1 else
+                        f"{LABELS[method]}: one run per β")
         if log:
             ax.set_xscale("log", base=2)
         ax.set_xticks(betas, [beta_name(b) for b in betas])
@@ -76,7 +79,7 @@ def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
         top = max(0.1, 1.15 * max(r["mig"] for r in runs))
         ax.set_ylim(-0.03 * top, top)                  # a collapsed run's MIG of 0 stays fully visible
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title="hollow: single runs", title_fontsize=8)
+        ax.legend(fontsize=8, title="hollow: single runs" if repeated else None, title_fontsize=8)
     fig.suptitle("Disentanglement (MIG) against the regularisation weight")
     save(fig, path, pdf=True)
 
