@@ -109,8 +109,8 @@ def _train_status(repo) -> dict[str, str]:
                     raise FileNotFoundError(dep.fs_path)
             key = _get_cache_hash(to_single_stage_lockfile(st), key=True)
             entries = Path(repo.stage_cache._get_cache_dir(key))
-            newest = max(entries.iterdir(), key=lambda f: f.stat().st_mtime).name if entries.is_dir() else None
-            entry = newest and repo.stage_cache._load_cache(key, newest)
+            newest = max(entries.iterdir(), key=lambda f: f.stat().st_mtime, default=None) if entries.is_dir() else None
+            entry = newest and repo.stage_cache._load_cache(key, newest.name)
             cached = entry and repo.stage_cache._create_stage(entry, wdir=st.wdir)
             if cached and cached.outs_cached():
                 status[st.name] = "cached"
