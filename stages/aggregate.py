@@ -1,4 +1,5 @@
-"""`tcvae stage aggregate`: the sweep's runs → data/metrics/ (their small files, runs.csv, summary/), printed.
+"""`tcvae stage aggregate`: the sweep's runs → data/metrics/ (their small files, runs.csv, summary/) and the headline
+data/mig.json, printed.
 
 With `--results FOLDER` it summarises a result set that is already collected (data/results/<name>/)."""
 
@@ -10,9 +11,9 @@ from pathlib import Path
 import typer
 
 from stages.options import ParamsOption
-from stages.params import METRICS, load_params, run_dir
+from stages.params import HEADLINE, METRICS, load_params, run_dir
 from tcvae.errors import UserError
-from tcvae.io import atomic_dir
+from tcvae.io import atomic_dir, write_json
 
 
 def command(params: ParamsOption = Path("params.yaml"),
@@ -42,5 +43,6 @@ def command(params: ParamsOption = Path("params.yaml"),
         for src, rel in runs:
             r.copy_run(src, tmp / rel)
     rows = r.summarise_folder(METRICS)
+    write_json(HEADLINE, r.headline(r.summarise(rows)))
     console.print(r.table(rows, f"{METRICS}: the sweep's {len(rows)} runs (medians over seeds)",
                           [f"{s} (stale: model.pt is newer than eval.json; rerun evaluate)" for s in stale]))

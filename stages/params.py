@@ -36,6 +36,7 @@ def run_dir(dataset: str, method: str, beta: float, seed: int) -> Path:
 
 
 METRICS = Path("data/metrics")      # the workspace sweep's result folder (tcvae.results)
+HEADLINE = Path("data/mig.json")     # its headline, the pipeline's DVC metric: short, so DVC's tables fit 120 columns
 RESULTS = Path("data/results")      # shipped result sets, one folder each, listed in sets.yaml
 TIMINGS = Path("data/timings")      # wall times per run and stage: not DVC outputs (they differ run to run)
 

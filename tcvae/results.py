@@ -5,9 +5,9 @@ holds `runs/<dataset>/<method>/beta<β>/seed<s>/` with each run's `eval.json`, `
 and what is derived from them: `runs.csv` (one row per run), `summary/<dataset>/<method>.json` (per data set
 and method: the median MIG over seeds at the best β, that β, Spearman's ρ between TC and MIG over the runs,
 the median ELBO and the other metrics there), one small file each so that `dvc metrics show data/metrics/summary`
-prints them as a table, and `mig.json` ({dataset: {method: that MIG}}): the headline, the pipeline's DVC metric,
-four short columns that `dvc exp show` and `dvc metrics show` fit in 120 columns (the summary's 32, path-prefixed,
-do not).
+prints them as a table. The sweep's headline (`headline`: that MIG per data set × method) is the pipeline's DVC
+metric, four short columns that `dvc exp show` and `dvc metrics show` fit in 120 columns (the summary's 32,
+path-prefixed, do not).
 A shipped set adds `provenance.json` and the `params.yaml` it was made with. No torch here: plotting imports it.
 """
 
@@ -128,19 +128,21 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
 
 
 def write_summary(folder: Path, summary: dict[str, dict[str, dict[str, Any]]]) -> None:
-    """folder/summary/<dataset>/<method>.json, replacing the whole summary/ folder at once, and the headline
-    folder/mig.json: {dataset: {method: MIG}} for the data sets with factors."""
+    """folder/summary/<dataset>/<method>.json, replacing the whole summary/ folder at once."""
     with atomic_dir(folder / "summary") as tmp:
         for dataset, methods in summary.items():
             for method, numbers in methods.items():
                 write_json(tmp / dataset / f"{method}.json", numbers)
-    write_json(folder / "mig.json", {dataset: {method: numbers["mig"] for method, numbers in methods.items()}
-                                     for dataset, methods in summary.items()
-                                     if all("mig" in numbers for numbers in methods.values())})
+
+
+def headline(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """{dataset: {method: MIG}} from the summary, for the data sets with factors."""
+    return {dataset: {method: numbers["mig"] for method, numbers in methods.items()}
+            for dataset, methods in summary.items() if all("mig" in numbers for numbers in methods.values())}
 
 
 def summarise_folder(folder: Path) -> list[dict[str, Any]]:
-    """(Re)write folder/runs.csv, folder/summary/ and folder/mig.json from the runs under folder/runs/; return the rows."""
+    """(Re)write folder/runs.csv and folder/summary/ from the runs under folder/runs/; return the rows."""
     rows = collect(folder)
     write_rows(folder / "runs.csv", rows)
     write_summary(folder, summarise(rows))

@@ -82,7 +82,7 @@ def test_dvc_metrics_diff_reports_a_changed_param(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     out = run(*dvc, "repro", "aggregate", cwd=repo)
     assert "Running stage 'train@tiny-betavae-1-0'" in out and "Running stage 'preprocess@tiny'" not in out
-    headline = json.loads(run(*dvc, "metrics", "diff", "--json", "--all", cwd=repo))["data/metrics/mig.json"]
+    headline = json.loads(run(*dvc, "metrics", "diff", "--json", "--all", cwd=repo))["data/mig.json"]
     assert set(headline) == {"tiny.betavae"}                         # the headline: MIG per data set × method
     diff = json.loads(run(*dvc, "metrics", "diff", "--json", "--targets", "data/metrics/summary", "-R", cwd=repo))
     changed = diff["data/metrics/summary/tiny/betavae.json"]          # metrics live in git: HEAD is readable

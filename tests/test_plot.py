@@ -101,7 +101,6 @@ def test_a_result_set_redraws_in_a_fresh_repository_with_nothing_trained(trained
     assert run("git", "status", "--porcelain", "data/results", cwd=repo).strip() == ""  # its summary redrawn equal
     shown = run(*DVC, "metrics", "show", "data/results/tiny-set/summary", cwd=repo)
     assert "data/results/tiny-set/summary/tiny/tcvae.json" in shown
-    assert (repo / "data/results/tiny-set/mig.json").is_file()
 
 
 def test_mosaic_places_each_tile_in_its_row_and_column():
