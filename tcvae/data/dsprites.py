@@ -1,6 +1,6 @@
 """dSprites (Matthey et al. 2017), drawn procedurally on the canonical grid.
 
-The geometry was measured on the real frames (see shared/DATASETS.md): pixel centres (x+0.5, y+0.5),
+The geometry was measured on the real frames: pixel centres (x+0.5, y+0.5),
 sprite centre c = 16 + 32·pos, rotation about c, shapes tested at (u, v) / scale in pixels at scale 1.
 The result is bit-identical in layout to the real npz: index = classes · [245760, 40960, 1024, 32, 1].
 """
