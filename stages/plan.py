@@ -16,7 +16,7 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
     """List the sweep's training runs: done (outputs match), cached (DVC's run-cache restores them without
     training) or to train, with the time estimated from a few measured steps on this device."""
     import numpy as np
-    from dvc.exceptions import NotDvcRepoError
+    from dvc.exceptions import DvcException, NotDvcRepoError
     from dvc.repo import Repo
     from rich.console import Console
     from rich.table import Table
@@ -30,11 +30,14 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
     t, s = p.train, p.sweep
     try:
         repo = Repo()
+        with repo, repo.lock:    # stage status reads what DVC writes: hold its lock
+            status = _train_status(repo)
+            own = params.resolve() == Path(repo.root_dir, "params.yaml").resolve()   # DVC's stages follow params.yaml
     except NotDvcRepoError:
         raise UserError(f"{Path.cwd()} is not inside a DVC repository: run `tcvae sweep plan` from the "
                         f"repository's root (where dvc.yaml is)") from None
-    with repo, repo.lock:    # stage status reads what DVC writes: hold its lock
-        status = _train_status(repo)
+    except DvcException as e:   # another DVC process holds the lock, or dvc.yaml / dvc.lock do not parse
+        raise UserError(f"DVC cannot read this repository's pipeline: {e}") from None
     per_step, sizes = {}, {}
     for dataset in s.datasets:                  # sizes as the params imply them, built or not
         spec = p.data[dataset]
@@ -57,7 +60,6 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
     table = Table(title=f"sweep plan — {pick_device(p.compute.device).type}, batch {t.batch_size}")
     for c in ("run", "status", "steps", "estimated"):
         table.add_column(c)
-    own = params.resolve() == Path("params.yaml").resolve()   # DVC's stages follow params.yaml alone
     counts = {"done": 0, "cached": 0, "to train": 0, "inputs not built": 0}
     todo = 0.0
     for dataset, method, beta, seed in itertools.product(s.datasets, s.methods, s.betas, s.seeds):
@@ -96,15 +98,16 @@ def _train_status(repo) -> dict[str, str]:
         try:
             if any(d.fs_path in rebuilt for d in st.deps):     # an input its stage will remake: unknown until then
                 raise FileNotFoundError
-            if all(Path(d.fs_path).exists() for d in st.deps) and not st.changed():
+            if (all(Path(d.fs_path).exists() for d in st.deps) and not st.changed()
+                    and all(built.get(d.fs_path, d.hash_info) == d.hash_info for d in st.deps)):   # inputs stay
                 status[st.name] = "done"
                 built.update((out.fs_path, out.hash_info) for out in st.outs)
                 continue
-            for dep in st.deps:      # the inputs' hashes as they are now, or as they will be
-                if Path(dep.fs_path).exists():
-                    dep.save()
-                elif dep.fs_path in built:
+            for dep in st.deps:      # the inputs' hashes as their stages leave them, else as they are now
+                if dep.fs_path in built:
                     dep.hash_info, dep.meta = built[dep.fs_path], Meta(isdir=built[dep.fs_path].isdir)
+                elif Path(dep.fs_path).exists():
+                    dep.save()
                 else:
                     raise FileNotFoundError(dep.fs_path)
             key = _get_cache_hash(to_single_stage_lockfile(st), key=True)

@@ -87,7 +87,7 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
     source = METRICS / "runs"
     if not (METRICS / "runs.csv").is_file() or not source.is_dir():
         raise UserError(f"{METRICS}/runs is missing: run `dvc repro aggregate` first (export ships what it collected)")
-    new = results.collect(METRICS)
+    new = results.collect(METRICS / "runs")
     dest = RESULTS / name
     old = json.loads((dest / "provenance.json").read_text()) if (dest / "provenance.json").is_file() else None
     keys = [str(results.run_path(r["dataset"], r["method"], r["beta"], r["seed"])) for r in new]

@@ -78,7 +78,7 @@ def bench_mig(samples: int = typer.Option(10_000, help="posterior samples"),
 
 
 @bench.command("metrics")
-def bench_metrics(seed: int = typer.Option(0, help="metric seed")) -> None:
+def bench_metrics(seed: int = typer.Option(0, min=0, max=2**32 - 1, help="metric seed")) -> None:
     """DCI, SAP, FactorVAE and β-VAE scores timed on the default dSprites sub-grid (46,080) and full dSprites."""
     from tcvae.bench import metrics
 
@@ -88,7 +88,8 @@ INTERRUPTED = "interrupted; no partial output was kept (rerun: an interrupted tr
 
 
 def main(args: list[str] | None = None) -> None:
-    """The console script: bad input (UserError) is one screen on stderr and exit code 2, Ctrl-C exit 130.
+    """The console script: bad input (UserError) or a file system that refuses a write (OSError) is one screen on
+    stderr and exit code 2, Ctrl-C exit 130.
     `args` (default: the command line) lets tests run the real CLI in-process."""
     from tcvae.errors import UserError
 
@@ -100,6 +101,10 @@ def main(args: list[str] | None = None) -> None:
 
         # as Text, not markup: a message quoting the user's input may hold [brackets]
         Console(stderr=True, highlight=False).print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
+        sys.exit(2)
+    except OSError as e:       # the file system refused (read-only, full, a folder where a file goes): one line too
+        where = e.filename2 or e.filename     # a rename's destination, else the file
+        print(f"error: {e.strerror or e}" + (f": {where}" if where else ""), file=sys.stderr)
         sys.exit(2)
     except SystemExit as e:    # Typer turns Ctrl-C into Exit(130) before it could reach an `except` here
         if e.code == 130:

@@ -7,6 +7,8 @@ import json
 import os
 import pickle
 import shutil
+import signal
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,7 +26,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):      # e.g. a read-only folder: keep the error that got us here
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -38,12 +41,35 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
+        with _no_interrupt():                   # the two renames happen both or neither: `path` never goes missing
+            if path.exists():
+                os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if old.exists():
+                    os.replace(old, path)
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if path.exists():                       # the old folder, once the new one is in place
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _no_interrupt() -> Iterator[None]:
+    """Hold SIGINT (Ctrl-C, or DVC stopping a stage) until the block is done; it is delivered right after."""
+    if threading.current_thread() is not threading.main_thread():     # only the main thread handles signals
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -51,14 +51,21 @@ def row(ev: dict[str, Any]) -> dict[str, Any]:
             "tc": d["total_correlation"], "dimwise_kl": d["dimwise_kl"], "active_units": ev["active_units"]}
 
 
-def collect(folder: Path) -> list[dict[str, Any]]:
-    """The rows of every run under folder/runs/, ordered by data set, method, β and seed."""
+def collect(runs: Path) -> list[dict[str, Any]]:
+    """The rows of every run under `runs` (a result folder's runs/), ordered by data set, method, β and seed.
+    Within a data set every run has a MIG, or none has (a data set without factors)."""
     rows = []
-    for path in sorted((folder / "runs").glob("*/*/*/*/eval.json")):
+    for path in sorted(runs.glob("*/*/*/*/eval.json")):
         try:
             rows.append(row(json.loads(path.read_text())))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise UserError(f"{path}: not an eval.json written by `tcvae stage evaluate` ({type(e).__name__}: {e})")
+    for dataset in {r["dataset"] for r in rows}:
+        theirs = [r for r in rows if r["dataset"] == dataset]
+        if len({r["mig"] is None for r in theirs}) > 1:
+            odd = next(r for r in theirs if r["mig"] is None)
+            raise UserError(f"{runs}: {dataset} {odd['method']} β={beta_name(odd['beta'])} seed {odd['seed']} has no "
+                            f"MIG while other runs of {dataset} have one: evaluate it again (`tcvae stage evaluate`)")
     return sorted(rows, key=lambda r: (r["dataset"], r["method"], r["beta"], r["seed"]))
 
 
@@ -143,7 +150,7 @@ def headline(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[st
 
 def summarise_folder(folder: Path) -> list[dict[str, Any]]:
     """(Re)write folder/runs.csv and folder/summary/ from the runs under folder/runs/; return the rows."""
-    rows = collect(folder)
+    rows = collect(folder / "runs")
     write_rows(folder / "runs.csv", rows)
     write_summary(folder, summarise(rows))
     return rows

@@ -46,6 +46,11 @@ def test_aggregate_reads_exactly_the_sweep(trained):
                              evaluate=TINY_EVAL))           # shrink the sweep: the β-VAE run is left on disk…
     tcvae("stage", "aggregate", cwd=folder, check=True)
     assert len((folder / "data/metrics/runs.csv").read_text().splitlines()) == 2   # …and ignored
+    assert json.loads((folder / "data/mig.json").read_text()) == {"tiny": {"tcvae": summary["mig"]}}   # the headline
+    (folder / "data/mig.json").unlink()
+    (folder / "data/mig.json").mkdir()                          # a folder where the headline goes: one line, exit 2
+    proc = tcvae("stage", "aggregate", cwd=folder)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "data/mig.json" in proc.stderr, proc.stderr
 
 
 def proc_out(folder: Path) -> str:

@@ -323,6 +323,8 @@ def test_a_non_jpeg_inside_the_celeba_zip(project):
     ("attributes", b"1\n" + b"a " * 40 + b"\n000001.jpg" + b" 2" * 40 + b"\n", "line 3: a value other than 1 or -1"),
     ("attributes", b"\xff\xfe\x00garbage", "cannot be read as CelebA's list_attr_celeba.txt"),
     ("partition", b"000001.jpg 0\n000002.jpg train\n", "line 2: '000002.jpg train'"),
+    ("partition", b"999999.jpg 0\n", "no partition for 1 image(s), e.g. 000001.jpg"),
+    ("partition", b"\xef\xbb\xbf000001.jpg 2 \r\n", None),          # a BOM and Windows line ends are fine
 ])
 def test_malformed_celeba_attribute_and_partition_files(project, key, contents, message):
     import hashlib
@@ -342,7 +344,12 @@ def test_malformed_celeba_attribute_and_partition_files(project, key, contents, 
                              train={**TINY_TRAIN, "arch": {"celeba": "conv"}}))
     assert run_cli("stage", "download", cwd=folder)[0] == 0
     code, out = run_cli("stage", "preprocess", cwd=folder)
-    assert code == 2 and message in out and "Traceback" not in out, out
+    if message is None:
+        import h5py
+        with h5py.File(folder / "data/processed/celeba.h5") as f:
+            assert code == 0 and f["partition"][:].tolist() == [2], out
+    else:
+        assert code == 2 and message in out and "Traceback" not in out, out
 
 
 @pytest.mark.parametrize("kind,name,contents", [
@@ -370,6 +377,23 @@ def test_damaged_raw_files_you_supply(project, kind, name, contents):
 def test_sweep_plan_outside_a_dvc_repository(project):
     folder, _ = project
     assert "not inside a DVC repository" in refused(folder, "sweep", "plan")
+
+
+@pytest.mark.parametrize("damage", ["dvc.yaml", "dvc.lock"])
+def test_sweep_plan_with_a_pipeline_dvc_cannot_read(project, damage):
+    import shutil
+    import subprocess
+    import sys
+    folder, write_params = project
+    write_params(tiny_params())
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=folder, check=True)
+    shutil.copy(ROOT / "dvc.yaml", folder / "dvc.yaml")
+    (folder / "data/results").mkdir(parents=True)
+    (folder / "data/results/sets.yaml").write_text("sets: []\n")
+    with open(folder / damage, "a") as f:
+        f.write(":::{[ not yaml\n")
+    code, out = run_cli("sweep", "plan", cwd=folder)
+    assert code == 2 and "DVC cannot read this repository's pipeline" in out and "Traceback" not in out, out
 
 
 def test_ctrl_c_says_what_was_kept(project, monkeypatch):
@@ -448,3 +472,27 @@ def test_an_unwritable_output_is_found_before_step_1(prepared, monkeypatch):
     with pytest.raises(UserError, match="MiB free"):
         train.fit(ds, p.train, method="betavae", beta=1.0, seed=0, arch="mlp", out=folder / "run", record={})
     assert not steps
+
+
+# ---- writes: a folder result swapped in whole, an interruption or a refusing file system ----
+
+def test_an_interrupted_folder_swap_keeps_a_whole_folder(tmp_path, monkeypatch):
+    """Ctrl-C arriving between the two renames that swap a result folder in: it is held until both are done,
+    so the folder is the new one, whole, and nothing is left beside it."""
+    import signal
+
+    from tcvae import io
+    target = tmp_path / "summary"
+    target.mkdir()
+    (target / "a.json").write_text("old")
+    rename = os.replace
+
+    def interrupted_rename(src, dst):
+        rename(src, dst)
+        signal.raise_signal(signal.SIGINT)          # Ctrl-C right after the old folder moved aside
+    monkeypatch.setattr(io.os, "replace", interrupted_rename)
+    with pytest.raises(KeyboardInterrupt):
+        with io.atomic_dir(target) as tmp:
+            (tmp / "a.json").write_text("new")
+    assert (target / "a.json").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["summary"]
+
