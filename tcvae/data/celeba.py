@@ -211,7 +211,7 @@ def _lines(path: Path, expected: str) -> tuple[list[str], Callable[[int, str], U
     def bad(i: int, why: str) -> UserError:
         return UserError(f"{path}, line {i + 1}: {why}; expected CelebA's {expected}")
     try:
-        return path.read_text().splitlines(), bad
+        return path.read_text(encoding="utf-8-sig").splitlines(), bad      # a BOM (Notepad's UTF-8) is not a name
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot be read as CelebA's {expected} ({e})") from None
 
@@ -228,7 +228,7 @@ def read_attributes(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
         if line.strip():
             file, *values = line.split()
             if len(values) != 40 or not set(values) <= {"1", "-1"}:
-                raise bad(i, f"{len(values)} values after {file!r}" if len(values) != 40 else "a value other than 1 or -1")
+                raise bad(i, f"{len(values)} values after {file[:60]!r}" if len(values) != 40 else "a value other than 1 or -1")
             rows[file] = np.array(values, dtype=np.int8)
     return names, rows
 
@@ -268,7 +268,10 @@ def preprocess(path: Path, source: Path, attributes: Path | None, partition: Pat
                       f"(set `attributes:` in the data set's params to use one)", highlight=False)
     if partition is not None:
         split = read_partition(partition)
-        extra["partition"] = np.array([split.get(f, -1) for f in files], dtype=np.int8)
+        missing = [f for f in files if f not in split]
+        if missing:
+            raise UserError(f"{partition}: no partition for {len(missing)} image(s), e.g. {missing[0]}")
+        extra["partition"] = np.array([split[f] for f in files], dtype=np.int8)
     data.write(path, images(source, names), n=len(names), image_shape=(3, SIZE, SIZE), factors=None,
                factor_values=None, factor_names=(), factor_sizes=(), metric_factors=(), source=source_kind,
                source_md5=source_md5, attrs=attrs, extra=extra, made_from=made_from)
