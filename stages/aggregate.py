@@ -42,8 +42,7 @@ def command(params: ParamsOption = Path("params.yaml"),
     with atomic_dir(METRICS / "runs") as tmp:
         for src, rel in runs:
             r.copy_run(src, tmp / rel)
-        r.collect(tmp)                    # every eval.json readable before anything is replaced
-    rows = r.summarise_folder(METRICS)
-    write_json(HEADLINE, r.headline(r.summarise(rows)))
+        rows = r.collect(tmp)             # every eval.json readable before anything is replaced
+    write_json(HEADLINE, r.headline(r.write_derived(METRICS, rows)))
     console.print(r.table(rows, f"{METRICS}: the sweep's {len(rows)} runs (medians over seeds)",
                           [f"{s} (stale: model.pt is newer than eval.json; rerun evaluate)" for s in stale]))

@@ -148,11 +148,18 @@ def headline(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[st
             for dataset, methods in summary.items() if all("mig" in numbers for numbers in methods.values())}
 
 
+def write_derived(folder: Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """(Re)write folder/runs.csv and folder/summary/ from the rows of its runs (`collect`); return the summary."""
+    write_rows(folder / "runs.csv", rows)
+    summary = summarise(rows)
+    write_summary(folder, summary)
+    return summary
+
+
 def summarise_folder(folder: Path) -> list[dict[str, Any]]:
     """(Re)write folder/runs.csv and folder/summary/ from the runs under folder/runs/; return the rows."""
     rows = collect(folder / "runs")
-    write_rows(folder / "runs.csv", rows)
-    write_summary(folder, summarise(rows))
+    write_derived(folder, rows)
     return rows
 
 

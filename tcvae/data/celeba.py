@@ -246,6 +246,12 @@ def read_partition(path: Path) -> dict[str, int]:
     return split
 
 
+def _every_image_in(files: list[str], table: dict, path: Path, what: str) -> None:
+    missing = [f for f in files if f not in table]
+    if missing:
+        raise UserError(f"{path}: no {what} for {len(missing)} image(s), e.g. {missing[0]}")
+
+
 def preprocess(path: Path, source: Path, attributes: Path | None, partition: Path | None, limit: int | None = None,
                source_kind: str = "file", source_md5: str = "", made_from: dict | None = None) -> None:
     """Write CelebA (or its first `limit` images) as a processed HDF5: images uint8 (N, 3, 64, 64), and when
@@ -257,9 +263,7 @@ def preprocess(path: Path, source: Path, attributes: Path | None, partition: Pat
     extra, attrs = {}, {}
     if attributes is not None:
         attribute_names, rows = read_attributes(attributes)
-        missing = [f for f in files if f not in rows]
-        if missing:
-            raise UserError(f"{attributes}: no attributes for {len(missing)} image(s), e.g. {missing[0]}")
+        _every_image_in(files, rows, attributes, "attributes")
         extra["attributes"] = np.stack([rows[f] for f in files])
         attrs["attribute_names"] = attribute_names
     else:
@@ -268,9 +272,7 @@ def preprocess(path: Path, source: Path, attributes: Path | None, partition: Pat
                       f"(set `attributes:` in the data set's params to use one)", highlight=False)
     if partition is not None:
         split = read_partition(partition)
-        missing = [f for f in files if f not in split]
-        if missing:
-            raise UserError(f"{partition}: no partition for {len(missing)} image(s), e.g. {missing[0]}")
+        _every_image_in(files, split, partition, "partition")
         extra["partition"] = np.array([split[f] for f in files], dtype=np.int8)
     data.write(path, images(source, names), n=len(names), image_shape=(3, SIZE, SIZE), factors=None,
                factor_values=None, factor_names=(), factor_sizes=(), metric_factors=(), source=source_kind,
