@@ -476,7 +476,7 @@ def test_an_unwritable_output_is_found_before_step_1(prepared, monkeypatch):
 
 # ---- writes: a folder result swapped in whole, an interruption or a refusing file system ----
 
-def test_an_interrupted_folder_swap_keeps_a_whole_folder(tmp_path, monkeypatch):
+def test_an_interrupted_folder_swap_keeps_a_whole_folder(tmp_path, monkeypatch, request):
     """Ctrl-C arriving between the two renames that swap a result folder in: it is held until both are done,
     so the folder is the new one, whole, and nothing is left beside it."""
     import signal
@@ -491,6 +491,9 @@ def test_an_interrupted_folder_swap_keeps_a_whole_folder(tmp_path, monkeypatch):
         rename(src, dst)
         signal.raise_signal(signal.SIGINT)          # Ctrl-C right after the old folder moved aside
     monkeypatch.setattr(io.os, "replace", interrupted_rename)
+    # Python's own Ctrl-C handler: a shell's background job (nohup … &) starts with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     with pytest.raises(KeyboardInterrupt):
         with io.atomic_dir(target) as tmp:
             (tmp / "a.json").write_text("new")
