@@ -5,13 +5,13 @@ With `--results FOLDER` it summarises a result set that is already collected (da
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import typer
 
 from stages.options import ParamsOption
-from stages.params import HEADLINE, METRICS, load_params, run_dir
+from stages.params import load_params
+from stages.runs import HEADLINE, METRICS, run_dir, sweep_runs
 from tcvae.errors import UserError
 from tcvae.io import atomic_dir, write_json
 
@@ -32,7 +32,7 @@ def command(params: ParamsOption = Path("params.yaml"),
         console.print(r.table(rows, f"{results}: {len(rows)} runs"))
         return
     s = load_params(params).sweep
-    runs = [(run_dir(*c), r.run_path(*c)) for c in itertools.product(s.datasets, s.methods, s.betas, s.seeds)]
+    runs = [(run_dir(*c), r.run_path(*c)) for c in sweep_runs(s)]
     missing = [str(src / "eval.json") for src, _ in runs if not (src / "eval.json").is_file()]
     if missing:
         raise UserError(f"{len(missing)} run(s) of the sweep are not evaluated, e.g. {missing[0]}\n"

@@ -7,7 +7,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from stages.options import DatasetsOption, ParamsOption
-from stages.params import load_params, raw_dir, select
+from stages.params import load_params
+from stages.runs import raw_dir, select
 from tcvae.errors import UserError
 from tcvae.io import write_json
 

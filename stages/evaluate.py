@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from stages.options import BetaOption, DatasetOption, MethodOption, ParamsOption, SeedOption
-from stages.params import need, open_run, processed_path, record_timing
+from stages.runs import need, open_run, processed_path, record_timing
 
 
 def command(dataset: DatasetOption, method: MethodOption, beta: BetaOption, seed: SeedOption = 0,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 from stages.options import ParamsOption
 from stages.params import load_params
+from stages.runs import sweep_runs
 from tcvae.errors import UserError
 
 CELEBA_IMAGES = 202_599
@@ -62,7 +62,7 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
         table.add_column(c)
     counts = {"done": 0, "cached": 0, "to train": 0, "inputs not built": 0}
     todo = 0.0
-    for dataset, method, beta, seed in itertools.product(s.datasets, s.methods, s.betas, s.seeds):
+    for dataset, method, beta, seed in sweep_runs(s):
         steps = total_steps(t, sizes[dataset][0])
         cost = steps * per_step[dataset, method]
         state = status.get(f"train@{dataset}-{method}-{beta}-{seed}", "to train") if own else "to train"

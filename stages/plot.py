@@ -12,7 +12,8 @@ from pathlib import Path
 import typer
 
 from stages.options import ParamsOption
-from stages.params import METRICS, load_params, need
+from stages.params import load_params
+from stages.runs import METRICS, need
 
 
 def command(params: ParamsOption = Path("params.yaml"),

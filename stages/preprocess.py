@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from stages.options import DatasetsOption, ParamsOption
-from stages.params import load_params, processed_path, raw_dir, select
+from stages.params import load_params
+from stages.runs import processed_path, raw_dir, select
 from tcvae.errors import UserError
 
 

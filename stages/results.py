@@ -18,7 +18,8 @@ import typer
 import yaml
 
 from stages.options import ParamsOption
-from stages.params import METRICS, RESULTS, TIMINGS, load_params
+from stages.params import load_params
+from stages.runs import METRICS, RESULTS, TIMINGS
 from tcvae.errors import UserError
 from tcvae.io import atomic_dir
 

@@ -148,7 +148,8 @@ def test_seed_beyond_the_sweeps_range_is_refused(project, seed):
 
 @pytest.mark.parametrize("beta,folder_name", [("6.0", "beta6"), (" 1", "beta1"), ("0.50", "beta0.5")])
 def test_one_spelling_of_beta(project, beta, folder_name):
-    from stages.params import load_params, run_coordinates, run_dir
+    from stages.params import load_params
+    from stages.runs import run_coordinates, run_dir
     folder, _ = project
     value = run_coordinates(load_params(folder / "params.yaml"), "tiny", "tcvae", beta)
     assert run_dir("tiny", "tcvae", value, 0).parent.name == folder_name
