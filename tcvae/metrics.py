@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from tcvae.objectives import LOG_2PI, MAX_SQ, kl_normal, log_normal
+from tcvae.estimators import LOG_2PI, MAX_SQ
+from tcvae.objectives import kl_normal, log_normal
 
 WINDOW = 14.0            # neglected components lie beyond 14 σ: each weighs < e^-98 of its peak
 ROWS, COLS = 128, 8192   # a (samples × components) block: 4 MiB, stays in cache

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from tcvae import objectives as obj
+from tcvae.estimators import weight_matrix
 from tcvae.models import VAE
 
 
 @pytest.mark.parametrize("batch,n", [(4, 10), (64, 1000), (256, 737280)])
 def test_mss_weights(batch, n):
-    w = obj.weight_matrix(batch, n, "mss")
+    w = weight_matrix(batch, n, "mss")
     m = batch - 1
     assert torch.allclose(w.sum(1), torch.ones(batch, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(w.diagonal(), torch.full((batch,), 1 / n, dtype=torch.float64))   # own index: 1/N
