@@ -6,7 +6,7 @@ from pathlib import Path
 
 from stages.options import ParamsOption
 from stages.params import load_params
-from stages.runs import sweep_runs
+from stages.runs import stage_name, sweep_runs
 from tcvae.errors import UserError
 
 CELEBA_IMAGES = 202_599
@@ -65,7 +65,7 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
     for dataset, method, beta, seed in sweep_runs(s):
         steps = total_steps(t, sizes[dataset][0])
         cost = steps * per_step[dataset, method]
-        state = status.get(f"train@{dataset}-{method}-{beta}-{seed}", "to train") if own else "to train"
+        state = status.get(stage_name("train", dataset, method, beta, seed), "to train") if own else "to train"
         counts[state] += 1
         todo += cost if state in ("to train", "inputs not built") else 0
         table.add_row(f"{dataset} {method} β={beta} seed {seed}", state, f"{steps:,}", _duration(cost))
@@ -79,7 +79,7 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
 
 
 def _train_status(repo) -> dict[str, str]:
-    """Each train@ stage: "done" (outputs match), "cached" (DVC's run-cache restores it without training), "to train",
+    """Each train stage (train-<method>@…): "done" (outputs match), "cached" (DVC's run-cache restores it without training), "to train",
     or "inputs not built" (missing, or to be remade by a stage that runs first). A stage's run-cache key is the
     hash of its command, params and inputs, so an input not built yet (a data set not downloaded or preprocessed)
     is predicted from its own stage's run-cache entry, as `dvc repro` would restore it: download → preprocess →
@@ -89,7 +89,7 @@ def _train_status(repo) -> dict[str, str]:
     from dvc.stage.serialize import to_single_stage_lockfile
     from dvc_data.hashfile.meta import Meta
 
-    stages = [st for prefix in ("download@", "preprocess@", "train@") for st in repo.index.stages
+    stages = [st for prefix in ("download@", "preprocess@", "train-") for st in repo.index.stages
               if st.name.startswith(prefix)]
     built: dict[str, object] = {}    # path → the HashInfo an upstream stage's output has, or will have once restored
     status: dict[str, str] = {}
@@ -126,7 +126,7 @@ def _train_status(repo) -> dict[str, str]:
             status[st.name] = "to train"
         if status[st.name] in ("to train", "inputs not built"):
             rebuilt.update(out.fs_path for out in st.outs)
-    return {name: state for name, state in status.items() if name.startswith("train@")}
+    return {name: state for name, state in status.items() if name.startswith("train-")}
 
 
 def _duration(seconds: float) -> str:

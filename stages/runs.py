@@ -3,7 +3,6 @@ sweep matrix with its coordinates checked against the validated params."""
 
 from __future__ import annotations
 
-import itertools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +64,16 @@ def _cpu_name() -> str:
 
 
 def sweep_runs(sweep: SweepParams) -> list[tuple[str, str, float, int]]:
-    """The sweep's runs (dataset, method, β, seed) in the order of dvc.yaml's matrix: every stage, command and
-    plan that walks the sweep takes its runs from here."""
-    return list(itertools.product(sweep.datasets, sweep.methods, sweep.betas, sweep.seeds))
+    """The sweep's runs (dataset, method, β, seed): per data set, each method's weights as listed, each seed.
+    Every stage, command and plan that walks the sweep takes its runs from here."""
+    return [(dataset, method, beta, seed) for dataset in sweep.datasets for method in sweep.methods
+            for beta in sweep.betas[method] for seed in sweep.seeds]
+
+
+def stage_name(stage: str, dataset: str, method: str, beta: float, seed: int) -> str:
+    """DVC's name of one run's train or evaluate stage: dvc.yaml has one matrix stage per method, so
+    `train-tcvae@dsprites-grid-6-0` (DVC spells β as the value was written, as `beta_name` does)."""
+    return f"{stage}-{method}@{dataset}-{beta_name(beta)}-{seed}"
 
 
 def select(p: Params, names: list[str] | None) -> list[str]:
@@ -103,7 +109,7 @@ def open_run(params: Path, dataset: str, method: str, beta: str, seed: int) -> R
     value = run_coordinates(p, dataset, method, beta)
     check_processed(p, dataset)
     s = p.sweep
-    if not (dataset in s.datasets and method in s.methods and value in s.betas and seed in s.seeds):
+    if (dataset, method, value, seed) not in sweep_runs(s):
         print(f"note: {dataset} {method} β={beta_name(value)} seed {seed} is not in params' sweep: fine for "
               f"exploring, but it will not appear in aggregate or figures", file=sys.stderr)
     elif params.resolve() != Path("params.yaml").resolve() and Path("dvc.yaml").is_file():

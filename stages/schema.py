@@ -6,7 +6,7 @@ imports a stage."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 from urllib.parse import urlsplit
 
@@ -192,24 +192,39 @@ def _unique(name: str, values: list) -> list:
 
 
 class SweepParams(Strict):
-    """The run matrix: every combination is one train / evaluate run (dvc.yaml's `matrix`)."""
+    """The run matrix: for every data set and seed, each method at each of its weights (β; FactorVAE: γ). Weights
+    are per method because their scales differ (FactorVAE's γ is not a β) and because β = 1 of β-VAE and of
+    β-TCVAE (α = γ = 1) is one and the same VAE, worth training once. dvc.yaml has a train and an evaluate matrix
+    stage per method, each reading `betas.<method>`, so every method is listed: [] runs none of it."""
     datasets: Annotated[list[str], Field(min_length=1)]
-    methods: Annotated[list[Method], Field(min_length=1)]
-    betas: Annotated[list[Weight], Field(min_length=1)]
+    betas: dict[Method, list[Weight]]
     seeds: Annotated[list[Seed], Field(min_length=1)]
 
-    @field_validator("datasets", "methods", "betas", "seeds")
+    @field_validator("datasets", "seeds")
     @classmethod
     def _no_repeats(cls, values: list, info) -> list:
         return _unique(info.field_name.removesuffix("s"), values)
 
     @field_validator("betas")
     @classmethod
-    def _one_spelling(cls, betas: list) -> list:
-        for b in betas:   # DVC names run folders from the value as written: 6.0 would be beta6.0, not beta6
-            if isinstance(b, float) and b.is_integer():
-                raise ValueError(f"write {b!r} as {int(b)}: runs are named beta{int(b)}")
+    def _per_method(cls, betas: dict) -> dict:
+        missing = [m for m in get_args(Method) if m not in betas]
+        if missing:
+            raise ValueError(f"list every method, [] for one not run (dvc.yaml has a stage per method): "
+                             f"add {', '.join(f'`{m}: []`' for m in missing)}")
+        if not any(betas.values()):
+            raise ValueError("no runs: give at least one method a weight")
+        for method, values in betas.items():
+            _unique(f"{method} weight", values)
+            for b in values:   # DVC names run folders from the value as written: 6.0 would be beta6.0, not beta6
+                if isinstance(b, float) and b.is_integer():
+                    raise ValueError(f"{method}: write {b!r} as {int(b)}: runs are named beta{int(b)}")
         return betas
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods with at least one weight, in the order of `Method`."""
+        return [m for m in get_args(Method) if self.betas.get(m)]
 
 
 # ---- evaluate ----

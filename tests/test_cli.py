@@ -21,8 +21,13 @@ def test_help_lists_the_stages(project):
     ({"data": {"tiny": TINY_DSPRITES, "faces": {"kind": "faces"}}}, "faces-procedural", "stand-in"),
     ({"train": {"steps": 5, "lr": -1}}, "train.lr", "greater than 0"),
     ({"train": {"steps": 5, "epochs": 2}}, "train", "exactly one of"),
-    ({"sweep": {"datasets": ["nope"], "methods": ["tcvae"], "betas": [1], "seeds": [0]}}, "nope", "not a key of"),
-    ({"sweep": {"datasets": ["tiny"], "methods": ["vae"], "betas": [1], "seeds": [0]}}, "sweep.methods.0", "betavae"),
+    ({"sweep": {"datasets": ["nope"], "betas": {"betavae": [], "tcvae": [1], "factorvae": []}, "seeds": [0]}}, "nope", "not a key of"),
+    ({"sweep": {"datasets": ["tiny"], "betas": {"vae": [1], "betavae": [], "tcvae": [], "factorvae": []}, "seeds": [0]}},
+     "sweep.betas.vae", "betavae"),
+    ({"sweep": {"datasets": ["tiny"], "betas": {"betavae": [1], "tcvae": [2]}, "seeds": [0]}}, "sweep.betas",
+     "add `factorvae: []`"),
+    ({"sweep": {"datasets": ["tiny"], "betas": {"betavae": [], "tcvae": [], "factorvae": []}, "seeds": [0]}},
+     "sweep.betas", "no runs"),
 ])
 @pytest.mark.parametrize("stage", ["download", "preprocess", "train"])
 def test_bad_params_exit_2_and_name_the_key(project, params, key, rule, stage):
@@ -78,4 +83,4 @@ def test_shipped_params_are_valid(name):
     from stages.params import load_params
     from tests.conftest import ROOT
     p = load_params(ROOT / name)
-    assert set(p.sweep.methods) >= {"betavae", "tcvae"} and len(p.sweep.betas) >= 3
+    assert set(p.sweep.methods) >= {"betavae", "tcvae"} and len(p.sweep.betas["tcvae"]) >= 2

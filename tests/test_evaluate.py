@@ -42,7 +42,7 @@ def test_aggregate_reads_exactly_the_sweep(trained):
     assert summary["rho"] is None                               # one run: no correlation to speak of
     assert (folder / "data/metrics/runs/tiny/tcvae/beta2/seed0/figures.h5").is_file()      # the small files, collected
     assert "tiny" in proc_out(folder) and "tcvae" in proc_out(folder)                        # printed again from files
-    write_params(tiny_params(sweep={"datasets": ["tiny"], "methods": ["tcvae"], "betas": [2], "seeds": [0]},
+    write_params(tiny_params(sweep={"datasets": ["tiny"], "betas": {"betavae": [], "tcvae": [2], "factorvae": []}, "seeds": [0]},
                              evaluate=TINY_EVAL))           # shrink the sweep: the β-VAE run is left on disk…
     tcvae("stage", "aggregate", cwd=folder, check=True)
     assert len((folder / "data/metrics/runs.csv").read_text().splitlines()) == 2   # …and ignored
@@ -86,7 +86,7 @@ def test_dvc_metrics_diff_reports_a_changed_param(tmp_path):
     params["train"] = {**params["train"], "steps": 12}
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     out = run(*dvc, "repro", "aggregate", cwd=repo)
-    assert "Running stage 'train@tiny-betavae-1-0'" in out and "Running stage 'preprocess@tiny'" not in out
+    assert "Running stage 'train-betavae@tiny-1-0'" in out and "Running stage 'preprocess@tiny'" not in out
     headline = json.loads(run(*dvc, "metrics", "diff", "--json", "--all", cwd=repo))["data/mig.json"]
     assert set(headline) == {"tiny.betavae"}                         # the headline: MIG per data set × method
     diff = json.loads(run(*dvc, "metrics", "diff", "--json", "--targets", "data/metrics/summary", "-R", cwd=repo))

@@ -94,7 +94,7 @@ def test_a_result_set_redraws_in_a_fresh_repository_with_nothing_trained(trained
     shutil.copy(folder / "data/results/sets.yaml", repo / "data/results/sets.yaml")
     run("git", "add", "-A", cwd=repo), run("git", "commit", "-qm", "ship a set", cwd=repo)
     out = run(*DVC, "repro", "results@tiny-set", cwd=repo)
-    assert "Running stage 'results@tiny-set'" in out and "train@" not in out and "preprocess@" not in out
+    assert "Running stage 'results@tiny-set'" in out and "train-" not in out and "preprocess@" not in out
     figures = repo / "data/results/tiny-set/figures"
     assert (figures / "mig_vs_beta.png").stat().st_size > 5000
     assert (figures / "runs/tiny/tcvae/beta2/seed0/traversals.png").stat().st_size > 5000

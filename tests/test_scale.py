@@ -40,7 +40,7 @@ def make_repo(path: Path, params: dict) -> Path:
     return path
 
 
-TWO_RUNS = tiny_params(sweep={"datasets": ["tiny"], "methods": ["betavae", "tcvae"], "betas": [2], "seeds": [0]},
+TWO_RUNS = tiny_params(sweep={"datasets": ["tiny"], "betas": {"betavae": [2], "tcvae": [2], "factorvae": []}, "seeds": [0]},
                        evaluate=TINY_EVAL)
 
 
@@ -52,14 +52,14 @@ def test_second_clone_rebuilds_figures_from_the_remote_without_training(tmp_path
     worker = tmp_path / "worker"
     run("git", "clone", "-q", origin, worker, cwd=tmp_path)
     run("git", "config", "user.email", "w@w", cwd=worker), run("git", "config", "user.name", "w", cwd=worker)
-    out = run(*DVC, "repro", "evaluate", cwd=worker)                   # the worker's slice: train + evaluate
-    assert "Running stage 'train@tiny-tcvae-2-0'" in out
+    out = run(*DVC, "repro", "--glob", "evaluate-*", cwd=worker)       # the worker's slice: train + evaluate
+    assert "Running stage 'train-tcvae@tiny-2-0'" in out
     run(*DVC, "push", "--run-cache", cwd=worker)
 
     reader = tmp_path / "reader"
     run("git", "clone", "-q", origin, reader, cwd=tmp_path)              # knows nothing but git and the remote
     out = run(*DVC, "repro", "--pull", cwd=reader)                    # fetches run-cache entries as it goes
-    assert "Running stage 'train@" not in out and "Running stage 'evaluate@" not in out
+    assert "Running stage 'train-" not in out and "Running stage 'evaluate-" not in out
     assert "Running stage 'plot'" in out
     figures = reader / "data/figures"
     for name in ("mig_vs_beta.png", "tc_vs_mig.pdf", "runs/tiny/tcvae/beta2/seed0/traversals.png",
@@ -72,8 +72,8 @@ def test_second_clone_rebuilds_figures_from_the_remote_without_training(tmp_path
 def test_queue_with_two_workers_runs_sweep_slices_in_parallel(tmp_path):
     repo = make_repo(tmp_path / "repo", TWO_RUNS)
     run("git", "add", "-A", cwd=repo), run("git", "commit", "-qm", "pipeline", cwd=repo)
-    for method in ("betavae", "tcvae"):
-        run(*DVC, "exp", "run", "--queue", "-n", f"only-{method}", "-S", f"sweep.methods=[{method}]", cwd=repo)
+    for method, other in (("betavae", "tcvae"), ("tcvae", "betavae")):
+        run(*DVC, "exp", "run", "--queue", "-n", f"only-{method}", "-S", f"sweep.betas.{other}=[]", cwd=repo)
     run(*DVC, "queue", "start", "-j", "2", cwd=repo)
     run(*DVC, "queue", "status", cwd=repo)
     import time
@@ -96,7 +96,7 @@ def test_sweep_plan_lists_runs_status_and_cost(tmp_path):
     out = run(*tcvae_cli, cwd=repo)
     assert "tiny betavae β=2 seed 0" in out and "tiny tcvae β=2 seed 0" in out
     assert out.count("inputs not built") >= 2 and "0 done" in out and "2 whose inputs are not built nor in the run-cache" in out
-    run(*DVC, "repro", "train@tiny-tcvae-2-0", cwd=repo)
+    run(*DVC, "repro", "train-tcvae@tiny-2-0", cwd=repo)
     out = run(*tcvae_cli, cwd=repo)
     assert "1 done" in out and "1 to train" in out
     # nothing built (a new clone sharing the cache): the run-cache still knows the data set and the trained run
@@ -104,5 +104,5 @@ def test_sweep_plan_lists_runs_status_and_cost(tmp_path):
         shutil.rmtree(repo / "data" / built)
     out = run(*tcvae_cli, cwd=repo)
     assert "0 done, 1 restorable from the run-cache, 1 to train" in out, out
-    out = run(*DVC, "repro", "train@tiny-tcvae-2-0", cwd=repo)  # …and DVC agrees: restored, nothing run
-    assert "Running stage" not in out and "'train@tiny-tcvae-2-0' is cached" in out
+    out = run(*DVC, "repro", "train-tcvae@tiny-2-0", cwd=repo)  # …and DVC agrees: restored, nothing run
+    assert "Running stage" not in out and "'train-tcvae@tiny-2-0' is cached" in out
