@@ -42,7 +42,7 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
     for dataset in s.datasets:                  # sizes as the params imply them, built or not
         spec = p.data[dataset]
         if spec.kind == "dsprites":
-            sizes[dataset] = (int(np.prod([len(k) for k in dsprites.subgrid(spec.step)])), 1)
+            sizes[dataset] = (int(np.prod([len(k) for k in dsprites.subgrid(spec.step, spec.keep)])), 1)
         elif spec.kind == "faces":
             sizes[dataset] = (spec.identities * faces.PER_IDENTITY, 1)
         elif spec.kind == "shapes3d":

@@ -31,7 +31,7 @@ def command(params: ParamsOption = Path("params.yaml"),
         md5 = record.get("md5", "")
         made_from = spec.model_dump(mode="json")     # train and evaluate refuse the file once params differ
         if spec.kind == "dsprites":
-            dsprites.preprocess(processed_path(name), spec.step, file, spec.source, md5, made_from)
+            dsprites.preprocess(processed_path(name), spec.step, file, spec.source, md5, made_from, spec.keep)
         elif spec.kind == "celeba":
             extra = [Path(record[k]) if k in record else None for k in ("attributes", "partition")]
             celeba.preprocess(processed_path(name), file, *extra, spec.limit, spec.source, md5, made_from)

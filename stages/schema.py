@@ -63,6 +63,7 @@ class DspritesData(FileSource):
     md5: Md5 = "7da33b31b13a06f4b04a70402ce90c2e"
     file: UserPath | None = None
     step: dict[Literal[DSPRITES_FACTORS], PositiveInt] = {}   # keep every k-th value of a factor
+    keep: dict[Literal[DSPRITES_FACTORS], Annotated[list[NonNegativeInt], Field(min_length=1)]] = {}  # or these values
 
     @field_validator("url")
     @classmethod
@@ -75,7 +76,15 @@ class DspritesData(FileSource):
     def _step_fits(self):
         for name, k in self.step.items():
             if k >= DSPRITES_SIZES[name]:
-                raise ValueError(f"step.{name} = {k}: must be below the factor's {DSPRITES_SIZES[name]} values")
+                raise ValueError(f"step.{name} = {k}: must be below the factor's {DSPRITES_SIZES[name]} values "
+                                 f"(to keep a single value, list it under `keep`)")
+        for name, values in self.keep.items():
+            if name in self.step:
+                raise ValueError(f"{name}: give `step` or `keep` for a factor, not both")
+            bad = [v for v in values if v >= DSPRITES_SIZES[name]]
+            if bad:
+                raise ValueError(f"keep.{name}: {bad[0]} is not a class index of {name} (0–{DSPRITES_SIZES[name] - 1})")
+            _unique(f"keep.{name} value", values)
         return self
 
 

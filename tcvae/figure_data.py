@@ -54,8 +54,11 @@ def factor_tables(mu: np.ndarray, factors: np.ndarray, factor_names: tuple[str, 
     names = list(factor_names)
     group = factors[:, names.index("shape")] if "shape" in names else np.zeros(len(mu), int)
     n_groups = int(group.max()) + 1
-    groups = tuple(("square", "ellipse", "heart")[g] if "shape" in names and g < 3 else f"group {g}"
-                   for g in range(n_groups)) if "shape" in names else ()
+    groups = ()
+    if "shape" in names:   # named by the shape's value (dSprites: 1 square, 2 ellipse, 3 heart): a sub-grid may skip one
+        first = np.unique(group, return_index=True)[1]            # a row of each group, groups in order
+        groups = tuple(("square", "ellipse", "heart")[v - 1] if 1 <= v <= 3 else f"shape {v}"
+                       for v in factor_values[first, names.index("shape")].astype(int))
     tables = {}
     for k, name in enumerate(names):
         if name in ("identity", "shape"):

@@ -69,3 +69,44 @@ def test_position_moves_the_sprite(axis, factor):
 def test_render_rejects_out_of_range():
     with pytest.raises(ValueError):
         dsprites.render(np.array([[3, 0, 0, 0, 0]]))
+
+
+def test_a_subgrid_can_keep_chosen_values(project):
+    """`keep: {shape: [2]}` (hearts only) and one orientation: values the step rule cannot pick. A factor left with
+    one value is not scored (no entropy), and the figures name the shape kept, not the first one."""
+    import numpy as np
+
+    from tcvae import data
+    from tcvae.data import dsprites
+    from tcvae.figure_data import factor_tables
+    from tests.conftest import TINY_DSPRITES, tcvae, tiny_params
+
+    folder, write_params = project
+    spec = {**TINY_DSPRITES, "step": {"scale": 5, "posX": 8, "posY": 8}, "keep": {"shape": [2], "orientation": [0]}}
+    write_params(tiny_params(data={"tiny": spec}))
+    tcvae("stage", "download", cwd=folder, check=True)
+    tcvae("stage", "preprocess", cwd=folder, check=True)
+    ds = data.load(folder / "data/processed/tiny.h5")
+    assert len(ds) == 1 * 2 * 1 * 4 * 4 and ds.factor_sizes == (1, 2, 1, 4, 4)
+    assert ds.metric_factors == ("scale", "posX", "posY")
+    assert (ds.factor_values[:, 0] == 3).all()                              # heart is shape value 3 (class index 2)
+    full = dsprites.render(np.array([[2, 0, 0, 0, 0], [2, 5, 0, 24, 24]]))
+    assert (ds.uint8([0, len(ds) - 1])[:, 0] > 0).tolist() == (full > 0).tolist()
+    _, groups, _ = factor_tables(np.zeros((len(ds), 2)), ds.factors, ds.factor_names, ds.factor_values)
+    assert groups == ("heart",)
+
+
+@pytest.mark.parametrize("spec,says", [
+    ({"keep": {"shape": [3]}}, "not a class index of shape"),
+    ({"keep": {"shape": []}}, "keep.shape"),
+    ({"keep": {"shape": [1, 1]}}, "listed twice"),
+    ({"keep": {"posX": [0]}, "step": {"posX": 2}}, "give `step` or `keep`"),
+    ({"step": {"shape": 3}}, "list it under `keep`"),
+])
+def test_bad_keep_is_refused(project, spec, says):
+    from tests.conftest import TINY_DSPRITES, tcvae, tiny_params
+    folder, write_params = project
+    write_params(tiny_params(data={"tiny": {**TINY_DSPRITES, **spec}}))
+    proc = tcvae("stage", "download", cwd=folder)
+    text = " ".join(proc.stderr.replace("│", " ").split())         # the error table's cells, unwrapped
+    assert proc.returncode == 2 and says in text, proc.stderr

@@ -112,9 +112,11 @@ def render_grid(keep: list[np.ndarray]):
                 start += block
 
 
-def subgrid(step: dict[str, int]) -> list[np.ndarray]:
-    """Class indices kept per factor when every `step[name]`-th value is kept (others: all)."""
-    return [np.arange(0, size, step.get(name, 1)) for name, size in zip(FACTOR_NAMES, FACTOR_SIZES)]
+def subgrid(step: dict[str, int], keep: dict[str, list[int]] | None = None) -> list[np.ndarray]:
+    """Class indices kept per factor: the listed ones (`keep[name]`, sorted), every `step[name]`-th, or all."""
+    keep = keep or {}
+    return [np.array(sorted(keep[name])) if name in keep else np.arange(0, size, step.get(name, 1))
+            for name, size in zip(FACTOR_NAMES, FACTOR_SIZES)]
 
 
 def _npz_blocks(npz_path: Path, keep: list[np.ndarray], block: int = 16384):
@@ -155,16 +157,17 @@ def _npz_blocks(npz_path: Path, keep: list[np.ndarray], block: int = 16384):
 
 
 def preprocess(path: Path, step: dict[str, int], npz_path: Path | None = None, source: str = "procedural",
-               source_md5: str = "", made_from: dict | None = None) -> None:
+               source_md5: str = "", made_from: dict | None = None, keep: dict[str, list[int]] | None = None) -> None:
     """Write the dSprites (sub-)grid to a processed HDF5 at `path`, rendered or converted from the npz
-    (`made_from`: the params recorded in it)."""
+    (`made_from`: the params recorded in it). A factor left with one value is not scored (it has no entropy)."""
     from tcvae import data
 
-    keep = subgrid(step)
+    keep = subgrid(step, keep)
     index = data.grid([len(k) for k in keep])
     values = factor_values()
     blocks = render_grid(keep) if npz_path is None else _npz_blocks(npz_path, keep)
     data.write(path, blocks, n=len(index), image_shape=(1, 64, 64), factors=index,
                factor_values=np.stack([values[k][keep[k][index[:, k]]] for k in range(5)], 1),
-               factor_names=FACTOR_NAMES, factor_sizes=[len(k) for k in keep], metric_factors=METRIC_FACTORS,
+               factor_names=FACTOR_NAMES, factor_sizes=[len(k) for k in keep],
+               metric_factors=[f for f in METRIC_FACTORS if len(keep[FACTOR_NAMES.index(f)]) > 1],
                source=source, source_md5=source_md5, packed=True, made_from=made_from)
