@@ -145,6 +145,23 @@ def mig(mu, logvar, factors, *, n_samples: int = 10_000, seed: int = 0, brute: b
     return MIGResult(float(gaps.mean()), gaps.tolist(), mi.tolist(), h_v.tolist(), h_z.tolist(), len(idx))
 
 
+CAPTURED_THRESHOLD = 0.2   # normalised MI I(z_j; v_k) / H(v_k) a factor's own latent must reach
+
+
+def factors_captured(mutual_info, factor_entropy, threshold: float = CAPTURED_THRESHOLD) -> list[int | None]:
+    """Which factors have a latent of their own: for each factor k, its most informative latent j (mutual_info
+    (K, D) nats, factor_entropy (K,) nats, as MIGResult holds them), provided I(z_j; v_k) / H(v_k) ≥ `threshold`
+    and j is not also the most informative latent of another factor; else None. MIG scores a factor's gap
+    between its two best latents, so one latent serving two factors can score well: this says it did not."""
+    mi = np.asarray(mutual_info, dtype=np.float64)
+    best = mi.argmax(1)
+    own = []
+    for k, j in enumerate(best):
+        shared = np.count_nonzero(best == j) > 1
+        own.append(None if shared or mi[k, j] < threshold * factor_entropy[k] else int(j))
+    return own
+
+
 @dataclass
 class DiscreteMIGResult:
     """disentanglement_lib's MIG: codes binned per dimension, plug-in MI, normalised by H(v_k)."""

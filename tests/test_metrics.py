@@ -116,3 +116,18 @@ def test_identical_posteriors_have_no_mi_and_no_tc():
 def test_active_units():
     mu, _ = representation([FACTORS[:, 0], None, 0.01 * FACTORS[:, 1]])
     assert metrics.active_units(mu) == 1 + 0                         # Var of 0.01·v1 ≈ 3e-4 < 0.01
+
+
+def test_factors_captured_needs_a_latent_of_its_own():
+    """A factor is captured when its best latent carries enough of it and serves no other factor: one latent holding
+    two factors (the short default's β-TCVAE run: z4 with posX and posY) captures neither, however large its MIG."""
+    from tcvae.metrics import factors_captured
+
+    h = [np.log(6), np.log(16), np.log(16)]                      # scale, posX, posY
+    own = [[1.0, 0.0, 0.1], [0.0, 2.0, 0.0], [0.0, 0.0, 1.5]]    # one latent per factor
+    assert factors_captured(own, h) == [0, 1, 2]
+    shared = [[0.0, 0.0, 0.1], [1.34, 0.0, 0.0], [1.12, 0.0, 0.0]]   # z0 holds posX and posY; scale has nothing
+    assert factors_captured(shared, h) == [None, None, None]
+    weak = [[0.2, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.5]]   # 0.2 / log 6 = 0.11 < 0.2: too little of scale
+    assert factors_captured(weak, h) == [None, 1, 2]
+    assert factors_captured(weak, h, threshold=0.1) == [0, 1, 2]
