@@ -40,8 +40,8 @@ SETTINGS = {
     "default-600": (GRID, {"steps": 600, "batch_size": 256}, 6),
     "b1024-300": (GRID, {"steps": 300, "batch_size": 1024}, 4),
     "b1024-600": (GRID, {"steps": 600, "batch_size": 1024}, 4),
-    "b1024-600-beta6": (GRID, {"steps": 600, "batch_size": 1024}, 6),
     "hearts-b512-1200": (SIMPLE, {"steps": 1200, "batch_size": 512}, 4),
+    "b1024-300-beta2": (GRID, {"steps": 300, "batch_size": 1024}, 2),
 }
 TRAIN = {"lr": 0.001, "latents": 10, "mlp_width": 512, "arch": {"dsprites": "mlp"}, "estimator": "mss",
          "log_every": 50}
