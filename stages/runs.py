@@ -33,6 +33,7 @@ METRICS = Path("data/metrics")      # the workspace sweep's result folder (tcvae
 HEADLINE = Path("data/mig.json")     # its headline, the pipeline's DVC metric: short, so DVC's tables fit 120 columns
 RESULTS = Path("data/results")      # shipped result sets, one folder each, listed in sets.yaml
 TIMINGS = Path("data/timings")      # wall times per run and stage: not DVC outputs (they differ run to run)
+EXPLORE = Path("data/explore")      # runs trained by hand outside the sweep: no stage reads or writes them
 
 
 def record_timing(run: "Run", stage: str, seconds: float, device: Any, extra: dict | None = None) -> None:
@@ -104,21 +105,25 @@ class Run:
 def open_run(params: Path, dataset: str, method: str, beta: str, seed: int) -> Run:
     """Validate params and a run's coordinates; on a multi-GPU machine, claim a free GPU for this process."""
     from tcvae.devices import claim_gpu, visible_gpus
+    from tcvae.train import pick_device
 
     p = load_params(params)
     value = run_coordinates(p, dataset, method, beta)
     check_processed(p, dataset)
-    s = p.sweep
-    if (dataset, method, value, seed) not in sweep_runs(s):
-        print(f"note: {dataset} {method} β={beta_name(value)} seed {seed} is not in params' sweep: fine for "
-              f"exploring, but it will not appear in aggregate or figures", file=sys.stderr)
-    elif params.resolve() != Path("params.yaml").resolve() and Path("dvc.yaml").is_file():
-        print(f"note: {params} is not the pipeline's params.yaml, yet this run writes to {run_dir(dataset, method, value, seed)}, "
-              f"the pipeline's own run of these coordinates; `dvc status` will call it modified, and "
-              f"`dvc repro` restores the pipeline's", file=sys.stderr)
     if p.compute.device != "cpu":      # parallel workers on a multi-GPU machine: one GPU each
-        claim_gpu(visible_gpus())
-    return Run(p, dataset, method, value, seed, run_dir(dataset, method, value, seed))
+        gpus = visible_gpus()
+        if gpus == 0 and p.compute.device == "cuda":
+            pick_device("cuda")        # refuses, naming compute.device, before anything is said about the run
+        claim_gpu(gpus)
+    where = run_dir(dataset, method, value, seed)
+    if (dataset, method, value, seed) not in sweep_runs(p.sweep):     # outside every DVC dependency
+        where = EXPLORE / run_path(dataset, method, value, seed)
+        print(f"note: {dataset} {method} β={beta_name(value)} seed {seed} is not in params' sweep: it goes to "
+              f"{where}\n  (for exploring: aggregate, figures and `dvc status` leave it alone)", file=sys.stderr)
+    elif params.resolve() != Path("params.yaml").resolve() and Path("dvc.yaml").is_file():
+        print(f"note: {params} is not the pipeline's params.yaml, yet this run writes to {where}\n"
+              f"  (the pipeline's own run: `dvc status` will call it modified, `dvc repro` restores it)", file=sys.stderr)
+    return Run(p, dataset, method, value, seed, where)
 
 
 def check_processed(p: "Params", dataset: str) -> None:

@@ -147,7 +147,7 @@ def train(batch: int = 2048, latents: int = 10, reps: int = 3, device: str = "au
     from tcvae.data import Dataset
     from tcvae.train import pick_device, resolve_precision
 
-    dev = pick_device(device)
+    dev = pick_device(device, key="--device")
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     n = 737_280

@@ -40,12 +40,13 @@ class Diverged(UserError):
     """A loss term became NaN or infinite."""
 
 
-def pick_device(name: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU; 'cpu' / 'cuda' force one."""
+def pick_device(name: str, key: str = "compute.device") -> torch.device:
+    """'auto' → CUDA when available, else CPU; 'cpu' / 'cuda' force one. `key` is where the user wrote `name`
+    (the params key, or a command's option), for the error when CUDA is asked for and missing."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device = 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+        raise UserError(f"{key}: 'cuda', but no CUDA device is available here (use 'auto' or 'cpu')")
     return torch.device(name)
 
 

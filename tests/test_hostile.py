@@ -232,11 +232,26 @@ def test_processed_file_made_from_other_params_is_refused(prepared):
     assert "made from other params" in out and "data.tiny.step" in out and "preprocess" in out
 
 
-def test_a_run_outside_the_sweep_says_so_in_one_line(prepared):
+def test_a_run_outside_the_sweep_goes_to_data_explore_and_says_so(prepared):
+    """A run trained by hand outside the sweep must not change aggregate's dependency (data/runs/)."""
     folder, _ = prepared
-    code, out = run_cli("stage", "train", "--dataset", "tiny", "--method", "tcvae", "--beta", "3", cwd=folder)
+    run = ("--dataset", "tiny", "--method", "tcvae", "--beta", "3")
+    code, out = run_cli("stage", "train", *run, cwd=folder)
     assert code == 0, out
-    assert "tiny tcvae β=3 seed 0 is not in params' sweep" in out and "aggregate" in out
+    assert "tiny tcvae β=3 seed 0 is not in params' sweep: it goes to data/explore/tiny/tcvae/beta3/seed0" in out
+    assert all(len(line) <= 120 for line in out.splitlines()), out
+    code, out = run_cli("stage", "evaluate", *run, cwd=folder)
+    assert code == 0, out
+    assert (folder / "data/explore/tiny/tcvae/beta3/seed0/eval.json").is_file()
+    assert not (folder / "data/runs").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is here")
+def test_cuda_asked_for_without_one_names_the_key(prepared):
+    folder, write_params = prepared
+    write_params(tiny_params(compute={"device": "cuda"}))
+    out = refused_stage(folder, *TRAIN)
+    assert out.startswith("error: compute.device: 'cuda', but no CUDA device") and "note:" not in out, out
 
 
 # ---- stage inputs: models ----
