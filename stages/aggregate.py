@@ -20,16 +20,15 @@ def command(params: ParamsOption = Path("params.yaml"),
             results: Path = typer.Option(None, help="summarise this result folder instead of collecting the sweep")) -> None:
     """Collect exactly the runs that `sweep` lists (never a glob: a shrunk sweep's old runs are ignored) and
     print them; a run not evaluated stops it, a run evaluated before its model was retrained is named stale."""
-    from rich.console import Console
-
     from tcvae import results as r
+    from tcvae.console import console
 
-    console = Console(stderr=True)
+    out = console(stderr=True)
     if results is not None:
         if not (results / "runs").is_dir():
             raise UserError(f"{results}/runs: no such folder; a result folder holds runs/<dataset>/<method>/…")
         rows = r.summarise_folder(results)
-        console.print(r.table(rows, f"{results}: {len(rows)} runs"))
+        out.print(r.table(rows, f"{results}: {len(rows)} runs"))
         return
     s = load_params(params).sweep
     runs = [(run_dir(*c), r.run_path(*c)) for c in sweep_runs(s)]
@@ -44,5 +43,5 @@ def command(params: ParamsOption = Path("params.yaml"),
             r.copy_run(src, tmp / rel)
         rows = r.collect(tmp)             # every eval.json readable before anything is replaced
     write_json(HEADLINE, r.headline(r.write_derived(METRICS, rows)))
-    console.print(r.table(rows, f"{METRICS}: the sweep's {len(rows)} runs (medians over seeds)",
+    out.print(r.table(rows, f"{METRICS}: the sweep's {len(rows)} runs (medians over seeds)",
                           [f"{s} (stale: model.pt is newer than eval.json; rerun evaluate)" for s in stale]))

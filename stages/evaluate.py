@@ -13,12 +13,12 @@ from stages.runs import need, open_run, processed_path, record_timing
 def command(dataset: DatasetOption, method: MethodOption, beta: BetaOption, seed: SeedOption = 0,
             params: ParamsOption = Path("params.yaml")) -> None:
     """Evaluate one trained run on its whole data set; writes eval.json and figures.h5 beside model.pt."""
-    from rich.console import Console
-
     from tcvae import data
+    from tcvae.console import console
     from tcvae.evaluate import evaluate
     from tcvae.figure_data import write
     from tcvae.io import write_json
+    from tcvae.results import number
     from tcvae.train import load_model, pick_device
 
     start = time.monotonic()
@@ -35,7 +35,8 @@ def command(dataset: DatasetOption, method: MethodOption, beta: BetaOption, seed
                                        **result})
     write(run.dir / "figures.h5", drawn)
     record_timing(run, "evaluate", time.monotonic() - start, device)
-    mig = f"MIG {result['mig']['score']:.3f}, " if "mig" in result else ""
-    Console(stderr=True, highlight=False).print(
-        f"{run.dir}: {mig}TC {result['decomposition']['total_correlation']:.3f} nats, ELBO {result['elbo']:.1f} nats, "
-        f"{result['active_units']} active units")
+    mig = f"MIG {number(result['mig']['score'])}, " if "mig" in result else ""
+    active = result["active_units"]
+    console(stderr=True, highlight=False).print(
+        f"{run.dir}: {mig}TC {number(result['decomposition']['total_correlation'])} nats, "
+        f"ELBO {number(result['elbo'], 1)} nats, {active} active unit{'' if active == 1 else 's'}")

@@ -18,11 +18,11 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
     import numpy as np
     from dvc.exceptions import DvcException, NotDvcRepoError
     from dvc.repo import Repo
-    from rich.console import Console
     from rich.table import Table
 
-    from tcvae.data import dsprites, faces
     from tcvae.bench import step_seconds
+    from tcvae.console import console
+    from tcvae.data import dsprites, faces
     from tcvae.progress import progress
     from tcvae.train import pick_device, total_steps
 
@@ -69,13 +69,15 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
         counts[state] += 1
         todo += cost if state in ("to train", "inputs not built") else 0
         table.add_row(f"{dataset} {method} β={beta} seed {seed}", state, f"{steps:,}", _duration(cost))
-    Console().print(table)
-    if not own:
-        Console().print(f"(statuses follow params.yaml, which DVC reads; with {params} every run counts as to train)")
+    out = console(highlight=False)
+    out.print(table)
     waiting = (f", {counts['inputs not built']} whose inputs are not built nor in the run-cache (counted as to "
                f"train)") if counts["inputs not built"] else ""
-    Console(soft_wrap=True).print(f"{counts['done']} done, {counts['cached']} restorable from the run-cache, {counts['to train']} to "
-                    f"train{waiting}: about {_duration(todo)} of training on this device (evaluation not included)")
+    out.print(f"{counts['done']} done, {counts['cached']} restorable from the run-cache, {counts['to train']} to "
+              f"train{waiting}:\n  about {_duration(todo)} of training on this device (evaluation not included)")
+    if not own:
+        out.print(f"note: the statuses follow params.yaml, the file DVC reads;\n  with {params} every run counts "
+                  f"as to train")
 
 
 def _train_status(repo) -> dict[str, str]:
@@ -130,4 +132,7 @@ def _train_status(repo) -> dict[str, str]:
 
 
 def _duration(seconds: float) -> str:
+    """Seconds as a person reads them: '40 s', '12.5 min', '5.6 h', '101.8 days' (from 2 days on)."""
+    if seconds > 2 * 86400:
+        return f"{seconds / 86400:.1f} days"
     return f"{seconds / 3600:.1f} h" if seconds > 5400 else f"{seconds / 60:.1f} min" if seconds > 90 else f"{seconds:.0f} s"

@@ -26,42 +26,50 @@ from tcvae.io import atomic_dir
 
 def show(folder: Path = typer.Argument(METRICS, help="a result folder: data/metrics or data/results/<name>")) -> None:
     """Print a result folder's runs: per data set, method and β the median MIG, TC and ELBO, and the runs counted."""
-    from rich.console import Console
-
     from tcvae import results
+    from tcvae.console import console
 
     if not (folder / "runs.csv").is_file():
         raise UserError(f"{folder}/runs.csv is missing: run `dvc repro aggregate` first" if folder == METRICS else
                         f"{folder}/runs.csv is missing: not a result folder")
     rows = results.read_rows(folder / "runs.csv")
-    Console().print(results.table(rows, f"{folder}: {len(rows)} runs (medians over seeds)"))
+    console().print(results.table(rows, f"{folder}: {len(rows)} runs (medians over seeds)"))
 
 
 def list_sets() -> None:
     """Print each shipped result set: its runs, and per data set and method the median MIG at the best β."""
-    from rich.console import Console
     from rich.table import Table
 
     from tcvae import results
+    from tcvae.console import console
 
     table = Table(title=f"result sets in {RESULTS}/ (drawn by `dvc repro`: stage results@<name>)", title_justify="left")
-    for c in ("set (runs, made on)", "data set", "method", "MIG", "best β", "ρ(TC, MIG)"):
+    for c in ("set: runs, trained when and on what", "data set", "method", "MIG", "best β", "ρ(TC, MIG)"):
         table.add_column(c, overflow="fold")
     for name in listed_sets():
         folder = RESULTS / name
         rows = results.read_rows(folder / "runs.csv") if (folder / "runs.csv").is_file() else []
         prov = json.loads((folder / "provenance.json").read_text()) if (folder / "provenance.json").is_file() else {}
-        devices = sorted({(r.get("train") or {}).get("device_name") or "?" for r in prov.get("runs", {}).values()})
-        label = f"{name}\n({len(rows)} runs, {', '.join(devices)})"
+        label = f"{name}\n{len(rows)} runs, {_made(prov)}"
         for dataset, methods in results.summarise(rows).items():
             for method, s in methods.items():
-                table.add_row(label, dataset, method, f"{s['mig']:.3f}" if "mig" in s else "—",
+                table.add_row(label, dataset, method, results.number(s["mig"]) if "mig" in s else "—",
                               results.beta_name(s["beta"]) if "beta" in s else "—",
-                              "—" if s.get("rho") is None else f"{s['rho']:+.2f}")
+                              "—" if s.get("rho") is None else results.number(s["rho"], 2, sign=True))
                 label = ""
         if label:
             table.add_row(label, "", "", "", "", "")
-    Console().print(table)
+    console().print(table)
+
+
+def _made(prov: dict) -> str:
+    """When and on what a set's runs were trained, from its provenance: '2026-11-28 on CPU (Intel Xeon …, 2 threads)'."""
+    trained = [run.get("train") or {} for run in prov.get("runs", {}).values()]
+    dates = sorted({t["date"] for t in trained if t.get("date")})
+    when = "date unknown" if not dates else dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+    machines = sorted({f"{t.get('device_name') or 'a GPU'}" if t.get("device") == "cuda" else
+                       f"CPU ({t.get('device_name') or '?'}, {t.get('threads', '?')} threads)" for t in trained})
+    return f"{when}\non {', '.join(machines) or 'an unrecorded machine'}"
 
 
 def listed_sets() -> list[str]:
@@ -75,11 +83,10 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
            force: bool = typer.Option(False, "--force", help="replace a set (or, with --add, runs) that differ")) -> None:
     """Copy the sweep's small outputs (data/metrics/runs/: eval.json, history.csv, figures.h5 per run) into
     data/results/<name>/ with provenance.json (params, commit, date, device, versions, wall times), atomically."""
-    from rich.console import Console
-
     import torch
 
     from tcvae import results
+    from tcvae.console import console
     from tcvae.train import resolve_precision
 
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
@@ -128,7 +135,7 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
     (RESULTS / "sets.yaml").write_text("# Shipped result sets, drawn by `dvc repro` (stage results@<name>); "
                                        "`tcvae results export` keeps this list.\n" + yaml.safe_dump({"sets": sets}))
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
-    Console(highlight=False).print(
+    console(highlight=False).print(
         f"{dest}: {len(rows)} runs ({len(keys)} exported now), {size / 2**20:.1f} MiB\n"
         f"  next: `dvc repro results@{name}` draws its figures; "
         f"`git add {dest} {RESULTS}/sets.yaml dvc.lock` ships it")

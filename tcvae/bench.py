@@ -8,10 +8,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from tcvae.console import console as make_console
+
+console = make_console()
 
 
 def _timed(fn, *args):

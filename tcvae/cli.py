@@ -18,22 +18,22 @@ bench = typer.Typer(help="Speed benchmarks: ratios against a straightforward bas
                     no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(stage, name="stage")
 sweep = typer.Typer(help="The run matrix of `sweep:` in params.", no_args_is_help=True, rich_markup_mode=None)
-app.add_typer(bench, name="bench")
+app.add_typer(bench, name="bench", short_help="Speed benchmarks: ratios against a baseline, one process.")
 app.add_typer(sweep, name="sweep")
 
-stage.command("download")(download.command)
-stage.command("preprocess")(preprocess.command)
-stage.command("train")(train.command)
-stage.command("evaluate")(evaluate.command)
-stage.command("aggregate")(aggregate.command)
-stage.command("plot")(plot.command)
-sweep.command("plan")(plan.command)
+stage.command("download", short_help="Fetch or locate a data set's raw files.")(download.command)
+stage.command("preprocess", short_help="Render or convert a data set into one HDF5 file.")(preprocess.command)
+stage.command("train", short_help="Train one run (resumes from its checkpoint).")(train.command)
+stage.command("evaluate", short_help="Evaluate one run: its eval.json and figures.h5.")(evaluate.command)
+stage.command("aggregate", short_help="Collect the sweep's runs: runs.csv, summary, headline.")(aggregate.command)
+stage.command("plot", short_help="Draw the sweep's and each run's figures from small files.")(plot.command)
+sweep.command("plan", short_help="The sweep's runs: done, cached or to train, and the cost.")(plan.command)
 shown = typer.Typer(help="Results: print them again, list the shipped result sets, export the sweep as one.",
                     no_args_is_help=True, rich_markup_mode=None)
-app.add_typer(shown, name="results")
-shown.command("show")(results.show)
-shown.command("list")(results.list_sets)
-shown.command("export")(results.export)
+app.add_typer(shown, name="results", short_help="Show results again, list the shipped sets, export one.")
+shown.command("show", short_help="Print a result folder's table again.")(results.show)
+shown.command("list", short_help="List the shipped result sets and their headline numbers.")(results.list_sets)
+shown.command("export", short_help="Ship the sweep's small outputs as a result set.")(results.export)
 
 
 def _version(value: bool) -> None:
@@ -50,7 +50,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_version,
     """β-TCVAE, reproduced: data → train → evaluate → figures."""
 
 
-@bench.command("data")
+@bench.command("data", short_help="Rendering the data sets and serving their batches.")
 def bench_data(batch: int = typer.Option(2048, help="batch size"), seconds: float = typer.Option(3.0)) -> None:
     """Render times for dSprites and faces, and the rate at which dSprites batches are served."""
     from tcvae.bench import data
@@ -58,7 +58,7 @@ def bench_data(batch: int = typer.Option(2048, help="batch size"), seconds: floa
     data(batch, seconds)
 
 
-@bench.command("train")
+@bench.command("train", short_help="log_qz and training steps against their baselines.")
 def bench_train(batch: int = typer.Option(2048, help="batch size"), latents: int = typer.Option(10),
                 reps: int = typer.Option(3, help="timed repetitions (medians)"),
                 device: str = typer.Option("auto", help="auto | cpu | cuda")) -> None:
@@ -68,7 +68,7 @@ def bench_train(batch: int = typer.Option(2048, help="batch size"), latents: int
     train(batch, latents, reps, device)
 
 
-@bench.command("mig")
+@bench.command("mig", short_help="MIG at full dSprites size, and against brute force.")
 def bench_mig(samples: int = typer.Option(10_000, help="posterior samples"),
               subset: int = typer.Option(46_080, help="data points in the brute-force comparison")) -> None:
     """MIG at full dSprites size, and the ratio against the straightforward chunked way on a subset."""
@@ -77,7 +77,7 @@ def bench_mig(samples: int = typer.Option(10_000, help="posterior samples"),
     mig(samples, subset)
 
 
-@bench.command("metrics")
+@bench.command("metrics", short_help="DCI, SAP, FactorVAE and β-VAE scores, timed.")
 def bench_metrics(seed: int = typer.Option(0, min=0, max=2**32 - 1, help="metric seed")) -> None:
     """DCI, SAP, FactorVAE and β-VAE scores timed on the default dSprites sub-grid (46,080) and full dSprites."""
     from tcvae.bench import metrics

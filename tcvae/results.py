@@ -36,6 +36,12 @@ def beta_name(beta: float) -> str:
     return str(int(beta)) if float(beta).is_integer() else str(float(beta))
 
 
+def number(x: float, digits: int = 3, sign: bool = False) -> str:
+    """`x` with `digits` decimals, never a negative zero (-0.0004 → '0.000'); `sign` puts '+' on positives."""
+    x = round(float(x), digits) + 0.0          # -0.0 + 0.0 is 0.0
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
 def run_path(dataset: str, method: str, beta: float, seed: int) -> Path:
     """A run's folder relative to data/runs/ and to a result folder's runs/."""
     return Path(dataset) / method / f"beta{beta_name(beta)}" / f"seed{seed}"
@@ -179,7 +185,7 @@ def table(rows: list[dict[str, Any]], title: str, missing: list[str] = ()) -> An
     for (dataset, method, beta), runs in cells.items():
         def median(k: str) -> str:
             values = [r[k] for r in runs if r[k] is not None]
-            return f"{np.median(values):.3f}" if values else "—"
+            return number(np.median(values)) if values else "—"
         t.add_row(dataset, method, beta_name(beta), median("mig"), median("tc"), median("elbo"), str(len(runs)))
     return t
 

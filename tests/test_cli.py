@@ -12,6 +12,14 @@ def test_help_lists_the_stages(project):
     assert "download" in out and "preprocess" in out
 
 
+@pytest.mark.parametrize("group", [[], ["stage"], ["bench"], ["sweep"], ["results"]])
+def test_help_summaries_are_whole_at_80_columns(group):
+    from tests.conftest import run_cli
+    code, out = run_cli(*group, "--help")
+    commands = out[out.index("Commands:"):]
+    assert code == 0 and len(commands.splitlines()) > 1 and "..." not in commands and "…" not in commands, out
+
+
 @pytest.mark.parametrize("params,key,rule", [
     ({"trian": {}}, "trian", "did you mean 'train'"),
     ({"data": {"tiny": {**TINY_DSPRITES, "sorce": "file"}}}, "data.tiny.sorce", "unknown key"),

@@ -106,3 +106,8 @@ def test_sweep_plan_lists_runs_status_and_cost(tmp_path):
     assert "0 done, 1 restorable from the run-cache, 1 to train" in out, out
     out = run(*DVC, "repro", "train-tcvae@tiny-2-0", cwd=repo)  # …and DVC agrees: restored, nothing run
     assert "Running stage" not in out and "'train-tcvae@tiny-2-0' is cached" in out
+
+
+def test_plan_durations_read_as_a_person_would():
+    from stages.plan import _duration
+    assert [_duration(s) for s in (40, 750, 20_160, 2442.6 * 3600)] == ["40 s", "12.5 min", "5.6 h", "101.8 days"]
