@@ -5,6 +5,7 @@ creation date, so that the same data give the same bytes."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,7 +17,7 @@ import numpy as np  # noqa: E402
 
 from tcvae.figure_data import FigureData  # noqa: E402
 from tcvae.io import atomic_path  # noqa: E402
-from tcvae.results import beta_name, spearman  # noqa: E402
+from tcvae.results import RHO_MIN, beta_name, spearman  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette
 COLORS = {"betavae": "#0072B2", "tcvae": "#D55E00", "factorvae": "#009E73"}
@@ -49,6 +50,13 @@ def _methods(runs: list[dict[str, Any]]) -> list[str]:
     return sorted({r["method"] for r in runs}, key=list(COLORS).index)
 
 
+def _weight(runs: list[dict[str, Any]], short: bool = False) -> str:
+    """The weight's name on an axis or legend: β, and FactorVAE's γ beside it only when FactorVAE is drawn."""
+    if "factorvae" not in {r["method"] for r in runs}:
+        return "β"
+    return "β (γ)" if short else "β (FactorVAE: γ)"
+
+
 def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
     """Per data set (paper Fig. 4): every run as a hollow marker, each method's median over seeds per β as a filled
     one with its quartiles as a bar; methods sit side by side at each β, and nothing is drawn between βs."""
@@ -74,7 +82,7 @@ def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
             ax.set_xscale("log", base=2)
         ax.set_xticks(betas, [beta_name(b) for b in betas])
         ax.minorticks_off()
-        ax.set(title=dataset, xlabel="β (FactorVAE: γ)" + (", log scale" if log else ""),
+        ax.set(title=dataset, xlabel=_weight(runs) + (", log scale" if log else ""),
                ylabel="MIG (0–1, higher is more disentangled)")
         top = max(0.1, 1.15 * max(r["mig"] for r in runs))
         ax.set_ylim(-0.03 * top, top)                  # a collapsed run's MIG of 0 stays fully visible
@@ -93,7 +101,8 @@ def _shifted(beta: float, k: int, log: bool, betas: list[float]) -> float:
 
 def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
     """Per data set (paper Fig. 6): each run's total correlation (log x) against its MIG, marker size growing with
-    β, and Spearman's ρ per method in the legend (not given below 3 distinct points)."""
+    β, and Spearman's ρ per method in the legend (not given below `RHO_MIN` distinct points). Runs at one point
+    (the same VAE, or collapsed runs) are counted beside it: ×2."""
     fig, panels = _panels(rows)
     for ax, dataset, runs in panels:
         all_betas = sorted({r["beta"] for r in runs})
@@ -101,10 +110,15 @@ def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
         for method in _methods(runs):
             mine = [r for r in runs if r["method"] == method]
             rho = spearman([r["tc"] for r in mine], [r["mig"] for r in mine])
-            note = f"ρ = {rho:+.2f}" if rho is not None else "ρ not meaningful (< 3 distinct points)"
+            note = f"ρ = {rho:+.2f}" if rho is not None else f"no ρ (< {RHO_MIN} distinct points)"
             ax.scatter([max(r["tc"], 1e-3) for r in mine], [r["mig"] for r in mine], s=[size[r["beta"]] for r in mine],
                        color=COLORS[method], marker=MARKERS[method], alpha=0.75, edgecolor="black", linewidth=0.5,
                        label=f"{LABELS[method]}: {note}")
+        # runs drawn on one spot (the same VAE; collapsed runs at TC ≤ 0.001, MIG 0) hide each other: count them
+        shared = Counter((round(np.log10(max(r["tc"], 1e-3)), 2), round(r["mig"], 3)) for r in runs)
+        for (x, y), n in shared.items():
+            if n > 1:
+                ax.annotate(f"×{n}", (10 ** x, y), xytext=(7, 5), textcoords="offset points", fontsize=8)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set(xlabel="total correlation of q(z) (nats, log scale; ≤ 0.001 drawn at 0.001)", ylabel="MIG")
@@ -113,9 +127,9 @@ def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
         # one legend, outside the axes: runs at TC ≤ 0.001 and MIG 0 sit in a corner a legend would hide
         methods, labels = ax.get_legend_handles_labels()
         sizes = [ax.scatter([], [], s=size[b], color="grey", edgecolor="black", linewidth=0.5) for b in all_betas]
-        ax.legend(methods + sizes, labels + [f"β (γ) = {beta_name(b)}" for b in all_betas], fontsize=7,
+        ax.legend(methods + sizes, labels + [f"{_weight(runs, short=True)} = {beta_name(b)}" for b in all_betas], fontsize=7,
                   loc="upper left", bbox_to_anchor=(1.02, 1), labelspacing=1.0, title_fontsize=8,
-                  title="Spearman ρ(TC, MIG)\nover runs; marker size: β")
+                  title=f"Spearman ρ(TC, MIG)\nover runs; marker size: {_weight(runs, short=True)}")
     fig.suptitle("Total correlation against MIG (one marker per run; larger markers: larger β)")
     save(fig, path, pdf=True)
 
@@ -142,7 +156,7 @@ def metrics_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
                 ax.scatter([r["mig"] for r in m], [r[name] for r in m], color=COLORS[method], marker=MARKERS[method],
                            s=22, alpha=0.8, label=LABELS[method])
             rho = spearman([r["mig"] for r in mine], [r[name] for r in mine])
-            ax.set_title(f"{dataset}: ρ = {rho:+.2f}" if rho is not None else f"{dataset}: ρ n/a (< 3 points)",
+            ax.set_title(f"{dataset}: ρ = {rho:+.2f}" if rho is not None else f"{dataset}: no ρ (< {RHO_MIN} points)",
                          fontsize=9)
             ax.set_xlabel("MIG", fontsize=8)
             ax.set_ylabel(OTHER_METRICS[name], fontsize=8)
@@ -171,7 +185,8 @@ def _show_mosaic(ax: plt.Axes, tiles: np.ndarray, column_labels: Sequence[str], 
     """Draw `mosaic(tiles)` (uint8) on `ax` with a label under each column and beside each row."""
     h, w = tiles.shape[-2:]
     ax.imshow(mosaic(tiles, gap), cmap="gray", vmin=0, vmax=255)
-    ax.set_xticks([j * (w + gap) + w / 2 - 0.5 for j in range(tiles.shape[1])], column_labels, fontsize=8)
+    ax.set_xticks([j * (w + gap) + w / 2 - 0.5 for j in range(tiles.shape[1])] if any(column_labels) else [],
+                  column_labels if any(column_labels) else [], fontsize=8)
     ax.set_yticks([i * (h + gap) + h / 2 - 0.5 for i in range(tiles.shape[0])], row_labels, fontsize=7)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
@@ -214,8 +229,11 @@ def traversals_by_attribute(fd: FigureData, kl_per_latent: Sequence[float], path
 
 def reconstructions(fd: FigureData, path: Path, title: str) -> None:
     """Originals (top row) over their reconstructions (the decoded posterior mean)."""
-    fig, ax = plt.subplots(figsize=(len(fd.originals) * 0.9, 2.3), layout="constrained")
-    _show_mosaic(ax, np.stack([fd.originals, fd.reconstructions]), [""] * len(fd.originals), ["data", "recon."])
+    tiles = np.stack([fd.originals, fd.reconstructions])
+    grid = mosaic(tiles).shape              # the height follows the mosaic's shape (inches), with no empty band
+    width = len(fd.originals) * 0.9
+    fig, ax = plt.subplots(figsize=(width, (width - 0.5) * grid[0] / grid[1] + 0.35), layout="constrained")
+    _show_mosaic(ax, tiles, [""] * len(fd.originals), ["data", "recon."])
     ax.set_title(title, fontsize=10)
     save(fig, path)
 

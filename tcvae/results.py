@@ -92,10 +92,15 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return [{k: parse(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
+# Below 5 points a rank correlation says nothing: of the 4! orderings of 4 uncorrelated points, 2 give ρ = ±1
+# (p = 1/12 for a perfect ranking, two-sided), while from 5 points a perfect ranking has p = 2/5! ≈ 0.017 < 0.05.
+RHO_MIN = 5
+
+
 def spearman(x: list[float], y: list[float]) -> float | None:
-    """Spearman's rank correlation (average ranks for ties); None when fewer than 3 distinct (x, y) points or
-    either variable is constant: then no correlation is meaningful."""
-    if len(set(zip(x, y))) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+    """Spearman's rank correlation (average ranks for ties); None when fewer than `RHO_MIN` distinct (x, y) points
+    (identical runs count once) or either variable is constant: then no correlation is meaningful."""
+    if len(set(zip(x, y))) < RHO_MIN or len(set(x)) < 2 or len(set(y)) < 2:
         return None
     rx, ry = (_ranks(np.asarray(v, dtype=float)) for v in (x, y))
     return float(np.corrcoef(rx, ry)[0, 1])
@@ -111,9 +116,9 @@ def _ranks(v: np.ndarray) -> np.ndarray:
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{dataset: {method: {"mig", "beta", "rho", "elbo", "dci", "sap", "factorvae", "betavae"}}}: the median MIG over
-    seeds at the β where it is largest, that β, Spearman's ρ(TC, MIG) over all the method's runs (None if not
-    meaningful), and at that β the median ELBO (nats) and other metrics (where computed). Runs are counted in the
+    """{dataset: {method: {"mig", "beta", "rho", "elbo", "dci", "sap", "factorvae_score", "betavae_score"}}}: the
+    median MIG over seeds at the β where it is largest, that β, Spearman's ρ(TC, MIG) over all the method's runs
+    (None below `RHO_MIN` distinct points), and at that β the median ELBO (nats) and other metrics (where computed). Runs are counted in the
     printed table (`table`), not here: the summary stays one readable row per data set × method.
     Data sets without factors get the median ELBO instead of MIG."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
@@ -136,7 +141,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             for column in SCORES:      # the other metrics at the same β
                 values = [r[column] for r in at_best if r[column] is not None]
                 if values:
-                    methods[method][column.removesuffix("_score")] = round(float(np.median(values)), 3)
+                    methods[method][column] = round(float(np.median(values)), 3)
     return out
 
 

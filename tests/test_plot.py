@@ -113,3 +113,35 @@ def test_mosaic_places_each_tile_in_its_row_and_column():
             assert (grid[i * 7:i * 7 + 5, j * 9:j * 9 + 7] == 3 * i + j).all()
     assert (grid[5:7] == 255).all() and (grid[:, 7:9] == 255).all()                  # white gaps
     assert mosaic(np.zeros((1, 2, 3, 4, 4), np.uint8)).shape == (4, 12, 3)
+
+
+def test_reconstructions_leave_no_empty_band(tmp_path):
+    from tcvae import plots
+    from tcvae.figure_data import read
+    from tests.conftest import ROOT
+    shipped = sorted(ROOT.glob("data/results/*/runs/*/*/*/*/figures.h5"))[0]
+    plots.reconstructions(read(shipped), tmp_path / "r", "a run")
+    ink = np.where((np.asarray(Image.open(tmp_path / "r.png").convert("L")) < 250).any(axis=1))[0]
+    height = Image.open(tmp_path / "r.png").size[1]
+    assert height - ink.max() < 0.08 * height, (height, ink.max())          # the images reach the bottom
+
+
+def test_tc_vs_mig_counts_runs_drawn_at_one_point(tmp_path, monkeypatch):
+    """Identical runs (β = 1 of β-VAE and β-TCVAE is one VAE; collapsed runs) would hide each other: each shared point
+    is labelled with its count, and 3 runs per method give no ρ (below RHO_MIN distinct points)."""
+    import matplotlib.axes
+    from tcvae import plots
+    from tcvae.results import RHO_MIN
+    run = {"dataset": "d", "seed": 0, "mig": 0.2, "tc": 1.0}
+    rows = [{**run, "method": m, "beta": 1} for m in ("betavae", "tcvae")] + [
+        {**run, "method": "betavae", "beta": b, "mig": 0.0, "tc": 0.0} for b in (6, 8)] + [
+        {**run, "method": "tcvae", "beta": b, "mig": m, "tc": t} for b, m, t in ((6, 0.3, 0.5), (8, 0.1, 0.2))]
+    said, legends = [], []
+    monkeypatch.setattr(matplotlib.axes.Axes, "annotate", lambda self, text, *a, **k: said.append(text))
+    real = matplotlib.axes.Axes.legend
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend",
+                        lambda self, *a, **k: (legends.append(a[1] if len(a) > 1 else []), real(self, *a, **k))[1])
+    plots.tc_vs_mig(rows, tmp_path / "tc")
+    assert sorted(said) == ["×2", "×2"]
+    assert RHO_MIN == 5 and all("no ρ" in label for label in legends[0][:2]), legends
+    assert not any("γ" in label for label in legends[0])                     # no FactorVAE in this sweep
