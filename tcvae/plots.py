@@ -279,9 +279,15 @@ def latents_vs_factors(fd: FigureData, kl_per_latent: Sequence[float], path: Pat
     save(fig, path, dpi=110)
 
 
+CURVES = ("step", "elbo", "mi", "tc", "dimwise_kl")     # learning_curves.csv: what `dvc plots show` draws per run
+
+
 def learning_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
     """The training history (history.csv rows): the ELBO, and its KL's parts — index-code MI, total correlation,
-    dimension-wise KL — all in nats per image, against the step (minibatch estimates)."""
+    dimension-wise KL — all in nats per image, against the step (minibatch estimates). The numbers drawn are also
+    written to `path`.csv (`CURVES`), which dvc.yaml's `plots:` draws interactively."""
+    with atomic_path(path.with_suffix(".csv")) as tmp:
+        tmp.write_text("\n".join([",".join(CURVES)] + [",".join(f"{h[k]:g}" for k in CURVES) for h in history]) + "\n")
     steps = [h["step"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
     left.plot(steps, [h["elbo"] for h in history], color="black")

@@ -145,3 +145,19 @@ def test_tc_vs_mig_counts_runs_drawn_at_one_point(tmp_path, monkeypatch):
     assert sorted(said) == ["×2", "×2"]
     assert RHO_MIN == 5 and all("no ρ" in label for label in legends[0][:2]), legends
     assert not any("γ" in label for label in legends[0])                     # no FactorVAE in this sweep
+
+
+def test_dvc_plots_draw_each_runs_kl_parts_beside_its_elbo(tmp_path):
+    """dvc.yaml's `plots:`: every run's ELBO (train's history.csv) and its MI, TC and dim-wise KL (the plot stage's
+    learning_curves.csv), as interactive plots."""
+    from tcvae import plots
+    from tests.test_scale import DVC, TWO_RUNS, make_repo, run
+    repo = make_repo(tmp_path / "repo", TWO_RUNS)
+    history = [{"step": s, "elbo": -500.0 + s, "mi": 1.0, "tc": 0.5 / s, "dimwise_kl": 2.0} for s in (10, 20)]
+    plots.learning_curves(history, repo / "data/figures/runs/tiny/tcvae/beta2/seed0/learning_curves", "a run")
+    out = run(*DVC, "plots", "show", "--json", cwd=repo)
+    shown, end = json.JSONDecoder().raw_decode(out)
+    assert not [e for e in shown.get("errors", []) if "learning_curves" in e["name"]], out   # the rest is not drawn here
+    curves = shown["data"]["data/figures/runs/tiny/tcvae/beta2/seed0/learning_curves.csv"][0]
+    assert curves["type"] == "vega" and {"mi", "tc", "dimwise_kl"} <= {v["field"] for v in curves["content"]["data"]["values"]}
+    assert shown["data"]["data/figures/runs/tiny/tcvae/beta2/seed0/learning_curves.png"][0]["type"] == "image"
