@@ -113,3 +113,20 @@ def test_mosaic_places_each_tile_in_its_row_and_column():
             assert (grid[i * 7:i * 7 + 5, j * 9:j * 9 + 7] == 3 * i + j).all()
     assert (grid[5:7] == 255).all() and (grid[:, 7:9] == 255).all()                  # white gaps
     assert mosaic(np.zeros((1, 2, 3, 4, 4), np.uint8)).shape == (4, 12, 3)
+
+
+def test_a_collapsed_run_draws_no_latents_against_factors(tmp_path, monkeypatch):
+    """A posterior with every KL near 0 has nothing to draw: the figure says so instead of showing noise on an
+    automatic colour scale."""
+    import matplotlib.pyplot as plt
+
+    from tcvae import plots
+    from tcvae.figure_data import FigureData
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path, **kw: drawn.append(fig))
+    fd = FigureData(traversals=np.zeros((2, 3, 1, 4, 4), np.uint8), offsets=np.zeros(3), image=0,
+                    originals=np.zeros((1, 1, 4, 4), np.uint8), reconstructions=np.zeros((1, 1, 4, 4), np.uint8))
+    plots.latents_vs_factors(fd, [0.001, 0.002], tmp_path / "x.png", "run")
+    texts = [t.get_text() for ax in drawn[0].axes for t in ax.texts]
+    assert any("collapsed" in t for t in texts) and not any(ax.images for ax in drawn[0].axes)
+    plt.close("all")
