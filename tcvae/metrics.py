@@ -90,13 +90,15 @@ def _sample(mu: torch.Tensor, logvar: torch.Tensor, n_samples: int, seed: int) -
 @dataclass
 class MIGResult:
     """The paper's MIG. score: mean over factors of the normalised gap; per_factor (K,); mutual_info
-    (K, D) nats; factor_entropy (K,) nats; marginal_entropy (D,) nats."""
+    (K, D) nats; factor_entropy (K,) nats; marginal_entropy (D,) nats; captured (K,): each factor's own latent
+    or None (`factors_captured`)."""
     score: float
     per_factor: list[float]
     mutual_info: list[list[float]]
     factor_entropy: list[float]
     marginal_entropy: list[float]
     n_samples: int
+    captured: list[int | None]
     variant: str = "mig (Chen et al. 2018: posterior samples, mixtures of all N posteriors)"
 
     def as_dict(self) -> dict:
@@ -142,7 +144,8 @@ def mig(mu, logvar, factors, *, n_samples: int = 10_000, seed: int = 0, brute: b
     h_v = torch.from_numpy(factor_entropy(factors)).float()
     top = mi.sort(dim=1, descending=True).values
     gaps = (top[:, 0] - (top[:, 1] if dims > 1 else 0)) / h_v
-    return MIGResult(float(gaps.mean()), gaps.tolist(), mi.tolist(), h_v.tolist(), h_z.tolist(), len(idx))
+    return MIGResult(float(gaps.mean()), gaps.tolist(), mi.tolist(), h_v.tolist(), h_z.tolist(), len(idx),
+                     factors_captured(mi.numpy(), h_v.numpy()))
 
 
 CAPTURED_THRESHOLD = 0.2   # normalised MI I(z_j; v_k) / H(v_k) a factor's own latent must reach

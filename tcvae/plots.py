@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 
 from tcvae.figure_data import FigureData  # noqa: E402
 from tcvae.io import atomic_path  # noqa: E402
-from tcvae.results import RHO_MIN, beta_name, spearman  # noqa: E402
+from tcvae.results import RHO_MIN, beta_name, captured_text, collapsed, spearman  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette
 COLORS = {"betavae": "#0072B2", "tcvae": "#D55E00", "factorvae": "#009E73"}
@@ -57,9 +57,21 @@ def _weight(runs: list[dict[str, Any]], short: bool = False) -> str:
     return "β (γ)" if short else "β (FactorVAE: γ)"
 
 
+COLLAPSED = "collapsed run (no active latent)"
+
+
+def _mark_collapsed(ax: plt.Axes, points: list[tuple[float, float]]) -> None:
+    """Cross out the points of collapsed runs (tcvae.results.collapsed), with one legend entry per axes."""
+    if points:
+        labels = ax.get_legend_handles_labels()[1]
+        ax.scatter(*zip(*points), marker="x", color="black", s=45, linewidths=1.2, zorder=5,
+                   label=None if COLLAPSED in labels else COLLAPSED)
+
+
 def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
     """Per data set (paper Fig. 4): every run as a hollow marker, each method's median over seeds per β as a filled
-    one with its quartiles as a bar; methods sit side by side at each β, and nothing is drawn between βs."""
+    one with its quartiles as a bar, labelled with the factors captured (MIG's blind spot: one latent holding two
+    factors scores well); collapsed runs crossed out; methods sit side by side at each β, nothing drawn between βs."""
     fig, panels = _panels(rows)
     for ax, dataset, runs in panels:
         betas = sorted({r["beta"] for r in runs})
@@ -78,6 +90,12 @@ def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
                         color=COLORS[method], markersize=7, capsize=3, linestyle="none",
                         label=f"{LABELS[method]}: median and quartiles over seeds ({len(mine)} runs)" if seeds > 1 else
                         f"{LABELS[method]}: one run per β")
+            for b in at:
+                text = captured_text([r for r in mine if r["beta"] == b]).split(" of ")[0]
+                ax.annotate(text, (x[b], float(np.median(at[b]))), xytext=(6, 3), textcoords="offset points",
+                            fontsize=7, color=COLORS[method])
+            _mark_collapsed(ax, [(x[r["beta"]], r["mig"]) for r in mine if collapsed(r)])
+        scored = runs[0]["factors_scored"]
         if log:
             ax.set_xscale("log", base=2)
         ax.set_xticks(betas, [beta_name(b) for b in betas])
@@ -87,7 +105,8 @@ def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
         top = max(0.1, 1.15 * max(r["mig"] for r in runs))
         ax.set_ylim(-0.03 * top, top)                  # a collapsed run's MIG of 0 stays fully visible
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title="hollow: single runs" if repeated else None, title_fontsize=8)
+        ax.legend(fontsize=8, title_fontsize=8, title=("hollow: single runs; " if repeated else "") +
+                  f"numbers: factors captured (of {scored})")
     fig.suptitle("Disentanglement (MIG) against the regularisation weight")
     save(fig, path, pdf=True)
 
@@ -114,6 +133,7 @@ def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
             ax.scatter([max(r["tc"], 1e-3) for r in mine], [r["mig"] for r in mine], s=[size[r["beta"]] for r in mine],
                        color=COLORS[method], marker=MARKERS[method], alpha=0.75, edgecolor="black", linewidth=0.5,
                        label=f"{LABELS[method]}: {note}")
+            _mark_collapsed(ax, [(max(r["tc"], 1e-3), r["mig"]) for r in mine if collapsed(r)])
         # runs drawn on one spot (the same VAE; collapsed runs at TC ≤ 0.001, MIG 0) hide each other: count them
         shared = Counter((round(np.log10(max(r["tc"], 1e-3)), 2), round(r["mig"], 3)) for r in runs)
         for (x, y), n in shared.items():
@@ -155,6 +175,7 @@ def metrics_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
                 m = [r for r in mine if r["method"] == method]
                 ax.scatter([r["mig"] for r in m], [r[name] for r in m], color=COLORS[method], marker=MARKERS[method],
                            s=22, alpha=0.8, label=LABELS[method])
+            _mark_collapsed(ax, [(r["mig"], r[name]) for r in mine if collapsed(r)])
             rho = spearman([r["mig"] for r in mine], [r[name] for r in mine])
             ax.set_title(f"{dataset}: ρ = {rho:+.2f}" if rho is not None else f"{dataset}: no ρ (< {RHO_MIN} points)",
                          fontsize=9)
@@ -244,7 +265,16 @@ def latents_vs_factors(fd: FigureData, kl_per_latent: Sequence[float], path: Pat
     code's plot), one row per latent (the `max_rows` with the largest KL) on one shared y-range per row.
     dSprites: a posX × posY map and curves over scale and orientation, one per shape; others: a curve per factor."""
     active = [j for j in np.argsort(kl_per_latent)[::-1] if kl_per_latent[j] >= unused_below]
-    shown = active[:max_rows] or [int(np.argmax(kl_per_latent))]
+    if not active:       # a collapsed posterior: its means are noise, on an automatic colour scale they look like structure
+        fig, ax = plt.subplots(figsize=(6, 1.6), layout="constrained")
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"collapsed: no latent has a KL of {unused_below} nats or more "
+                f"(largest {max(kl_per_latent):.3f}),\nso no latent carries anything to draw against the factors",
+                ha="center", va="center", fontsize=9)
+        ax.set_title(title, fontsize=9)
+        save(fig, path, dpi=110)
+        return
+    shown = active[:max_rows]
     curves = [n for n in fd.factors if fd.position is None or n not in ("posX", "posY")]
     ncols = len(curves) + (fd.position is not None)
     fig, axes = plt.subplots(len(shown), ncols, figsize=(3.0 * ncols, 1.45 * len(shown) + 0.9), squeeze=False,

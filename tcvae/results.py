@@ -25,9 +25,11 @@ from tcvae.errors import UserError
 from tcvae.io import atomic_dir, atomic_path, write_json
 
 FIELDS = ["dataset", "method", "beta", "seed", "mig", "mig_discrete", "dci", "sap", "factorvae_score",
-          "betavae_score", "elbo", "log_px", "kl", "mi", "tc", "dimwise_kl", "active_units"]
+          "betavae_score", "factors_captured", "factors_scored", "elbo", "log_px", "kl", "mi", "tc", "dimwise_kl",
+          "active_units"]
 SCORES = {"dci": ("dci", "disentanglement"), "sap": ("sap", "score"), "factorvae_score": ("factorvae", "score"),
           "betavae_score": ("betavae", "score")}     # runs.csv column: (eval.json's scores entry, its number)
+INTEGERS = ("seed", "active_units", "factors_captured", "factors_scored")
 RUN_FILES = ("eval.json", "history.csv", "figures.h5")
 
 
@@ -48,11 +50,14 @@ def run_path(dataset: str, method: str, beta: float, seed: int) -> Path:
 
 
 def row(ev: dict[str, Any]) -> dict[str, Any]:
-    """The runs.csv row of one eval.json (MIG columns empty for data sets without factors)."""
+    """The runs.csv row of one eval.json (MIG columns empty for data sets without factors). factors_captured: how
+    many of the factors_scored have a latent of their own (tcvae.metrics.factors_captured)."""
     d = ev["decomposition"]
     scores = {column: ev.get("scores", {}).get(name, {}).get(key) for column, (name, key) in SCORES.items()}
+    own = ev["mig"]["captured"] if "mig" in ev else None
     return {**ev["run"], "mig": ev.get("mig", {}).get("score"), "mig_discrete": ev.get("mig_discrete", {}).get("score"),
-            **scores,
+            **scores, "factors_captured": None if own is None else sum(j is not None for j in own),
+            "factors_scored": None if own is None else len(own),
             "elbo": ev["elbo"], "log_px": ev["log_px"], "kl": ev["kl"], "mi": d["mutual_info"],
             "tc": d["total_correlation"], "dimwise_kl": d["dimwise_kl"], "active_units": ev["active_units"]}
 
@@ -87,7 +92,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     def parse(k: str, v: str):
         if k in ("dataset", "method"):
             return v
-        return None if v == "" else (int(v) if k in ("seed", "active_units") else float(v))
+        return None if v == "" else (int(v) if k in INTEGERS else float(v))
     with open(path, newline="") as f:
         return [{k: parse(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
 
@@ -116,10 +121,11 @@ def _ranks(v: np.ndarray) -> np.ndarray:
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{dataset: {method: {"mig", "beta", "rho", "elbo", "dci", "sap", "factorvae_score", "betavae_score"}}}: the
-    median MIG over seeds at the β where it is largest, that β, Spearman's ρ(TC, MIG) over all the method's runs
-    (None below `RHO_MIN` distinct points), and at that β the median ELBO (nats) and other metrics (where computed). Runs are counted in the
-    printed table (`table`), not here: the summary stays one readable row per data set × method.
+    """{dataset: {method: {"mig", "beta", "rho", "captured", "elbo", "dci", "sap", "factorvae_score", "betavae_score"}}}:
+    the median MIG over seeds at the β where it is largest, that β, Spearman's ρ(TC, MIG) over all the method's runs
+    (None below `RHO_MIN` distinct points), and at that β the median factors captured, the median ELBO (nats) and
+    other metrics (where computed). Runs are counted in the printed table (`table`), not here: the summary stays
+    one readable row per data set × method.
     Data sets without factors get the median ELBO instead of MIG."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
@@ -137,6 +143,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             # three decimals: seeds move MIG by far more, and `dvc metrics show` stays within 120 columns
             methods[method] = {"mig": round(medians[best], 3), "beta": int(best) if float(best).is_integer() else best,
                                "rho": None if rho is None else round(rho, 2),
+                               "captured": float(np.median([r["factors_captured"] for r in at_best])),
                                "elbo": round(float(np.median([r["elbo"] for r in at_best])), 1)}
             for column in SCORES:      # the other metrics at the same β
                 values = [r[column] for r in at_best if r[column] is not None]
@@ -174,15 +181,31 @@ def summarise_folder(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def collapsed(r: dict[str, Any]) -> bool:
+    """A run whose posterior collapsed to the prior: no active unit (no latent's posterior mean varies over the
+    data set; tcvae.metrics.active_units). Its MIG of 0 says nothing about disentanglement."""
+    return r["active_units"] == 0
+
+
+def captured_text(runs: list[dict[str, Any]]) -> str:
+    """Factors captured over some runs of one data set: "2 of 4", or the range over seeds, "1–2 of 4"."""
+    counts = sorted(r["factors_captured"] for r in runs if r["factors_captured"] is not None)
+    if not counts:
+        return "—"
+    span = str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
+    return f"{span} of {runs[0]['factors_scored']}"
+
+
 def table(rows: list[dict[str, Any]], title: str, missing: list[str] = ()) -> Any:
-    """A rich table of the runs: per data set, method and β the median MIG and TC over seeds and the runs
-    counted; `missing` runs are listed under it."""
+    """A rich table of the runs: per data set, method and β the median MIG, TC and ELBO over seeds, the factors
+    captured (their range over seeds) and the runs counted, collapsed ones named; `missing` runs are listed under it."""
     from rich.table import Table
 
     t = Table(title=title, title_justify="left", caption="\n".join(f"missing: {m}" for m in missing) or None,
               caption_justify="left")
     for c, justify in (("data set", "left"), ("method", "left"), ("β", "right"), ("MIG", "right"),
-                       ("TC (nats)", "right"), ("ELBO (nats)", "right"), ("runs", "right")):
+                       ("factors captured", "right"), ("TC (nats)", "right"), ("ELBO (nats)", "right"),
+                       ("runs", "right")):
         t.add_column(c, justify=justify)
     cells: dict[tuple, list] = {}
     for r in rows:
@@ -191,7 +214,9 @@ def table(rows: list[dict[str, Any]], title: str, missing: list[str] = ()) -> An
         def median(k: str) -> str:
             values = [r[k] for r in runs if r[k] is not None]
             return number(np.median(values)) if values else "—"
-        t.add_row(dataset, method, beta_name(beta), median("mig"), median("tc"), median("elbo"), str(len(runs)))
+        down = sum(collapsed(r) for r in runs)
+        t.add_row(dataset, method, beta_name(beta), median("mig"), captured_text(runs), median("tc"), median("elbo"),
+                  f"{len(runs)}" + (f" ({down} collapsed)" if down else ""))
     return t
 
 

@@ -20,6 +20,7 @@ def test_evaluate_writes_every_number_with_its_variant(trained):
     assert ev["metric_factors"] == ["scale", "orientation", "posX", "posY"]
     assert 0 <= ev["mig"]["score"] <= 1 and len(ev["mig"]["mutual_info"]) == 4 and len(ev["mig"]["mutual_info"][0]) == 4
     assert "Chen" in ev["mig"]["variant"] and "disentanglement_lib" in ev["mig_discrete"]["variant"]
+    assert len(ev["mig"]["captured"]) == 4 and all(j is None or 0 <= j < 4 for j in ev["mig"]["captured"])
     d = ev["decomposition"]
     assert d["mutual_info"] + d["total_correlation"] + d["dimwise_kl"] == pytest.approx(ev["kl"], abs=0.3)
     assert ev["elbo"] == pytest.approx(ev["log_px"] - ev["kl"]) and ev["elbo"] < 0
@@ -36,6 +37,10 @@ def test_aggregate_reads_exactly_the_sweep(trained):
     tcvae("stage", "aggregate", cwd=folder, check=True)
     rows = (folder / "data/metrics/runs.csv").read_text().splitlines()
     assert rows[0].startswith("dataset,method,beta,seed,mig") and len(rows) == 3
+    from tcvae.results import read_rows
+    for r in read_rows(folder / "data/metrics/runs.csv"):   # the count eval.json's own latents give
+        ev = json.loads((folder / f"data/runs/tiny/{r['method']}/beta2/seed0/eval.json").read_text())
+        assert (r["factors_captured"], r["factors_scored"]) == (sum(j is not None for j in ev["mig"]["captured"]), 4)
     assert sorted(p.name for p in (folder / "data/metrics/summary/tiny").iterdir()) == ["betavae.json", "tcvae.json"]
     summary = json.loads((folder / "data/metrics/summary/tiny/tcvae.json").read_text())
     assert {"mig", "beta", "rho", "elbo", "dci", "sap"} <= set(summary) and summary["beta"] == 2

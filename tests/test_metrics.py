@@ -131,3 +131,18 @@ def test_factors_captured_needs_a_latent_of_its_own():
     weak = [[0.2, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.5]]   # 0.2 / log 6 = 0.11 < 0.2: too little of scale
     assert factors_captured(weak, h) == [None, 1, 2]
     assert factors_captured(weak, h, threshold=0.1) == [0, 1, 2]
+
+
+def test_the_results_table_counts_factors_captured_and_names_collapsed_runs():
+    """The table a researcher reads beside MIG: factors captured as a range over seeds, collapsed runs counted."""
+    from rich.console import Console
+
+    from tcvae.results import table
+    base = {"dataset": "d", "method": "tcvae", "beta": 6.0, "mig": 0.2, "tc": 0.1, "elbo": -50.0, "factors_scored": 4}
+    rows = [{**base, "seed": 0, "factors_captured": 1, "active_units": 3},
+            {**base, "seed": 1, "factors_captured": 2, "active_units": 2},
+            {**base, "seed": 2, "factors_captured": 0, "active_units": 0}]
+    console = Console(width=200, record=True)
+    console.print(table(rows, "t"))
+    text = console.export_text()
+    assert "0–2 of 4" in text and "3 (1 collapsed)" in text

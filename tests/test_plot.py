@@ -132,9 +132,9 @@ def test_tc_vs_mig_counts_runs_drawn_at_one_point(tmp_path, monkeypatch):
     import matplotlib.axes
     from tcvae import plots
     from tcvae.results import RHO_MIN
-    run = {"dataset": "d", "seed": 0, "mig": 0.2, "tc": 1.0}
+    run = {"dataset": "d", "seed": 0, "mig": 0.2, "tc": 1.0, "active_units": 3}
     rows = [{**run, "method": m, "beta": 1} for m in ("betavae", "tcvae")] + [
-        {**run, "method": "betavae", "beta": b, "mig": 0.0, "tc": 0.0} for b in (6, 8)] + [
+        {**run, "method": "betavae", "beta": b, "mig": 0.0, "tc": 0.0, "active_units": 0} for b in (6, 8)] + [
         {**run, "method": "tcvae", "beta": b, "mig": m, "tc": t} for b, m, t in ((6, 0.3, 0.5), (8, 0.1, 0.2))]
     said, legends = [], []
     monkeypatch.setattr(matplotlib.axes.Axes, "annotate", lambda self, text, *a, **k: said.append(text))
@@ -143,7 +143,8 @@ def test_tc_vs_mig_counts_runs_drawn_at_one_point(tmp_path, monkeypatch):
                         lambda self, *a, **k: (legends.append(a[1] if len(a) > 1 else []), real(self, *a, **k))[1])
     plots.tc_vs_mig(rows, tmp_path / "tc")
     assert sorted(said) == ["×2", "×2"]
-    assert RHO_MIN == 5 and all("no ρ" in label for label in legends[0][:2]), legends
+    methods = [label for label in legends[0] if label.startswith(("β-VAE", "β-TCVAE"))]
+    assert RHO_MIN == 5 and len(methods) == 2 and all("no ρ" in label for label in methods), legends
     assert not any("γ" in label for label in legends[0])                     # no FactorVAE in this sweep
 
 
@@ -161,3 +162,20 @@ def test_dvc_plots_draw_each_runs_kl_parts_beside_its_elbo(tmp_path):
     curves = shown["data"]["data/figures/runs/tiny/tcvae/beta2/seed0/learning_curves.csv"][0]
     assert curves["type"] == "vega" and {"mi", "tc", "dimwise_kl"} <= {v["field"] for v in curves["content"]["data"]["values"]}
     assert shown["data"]["data/figures/runs/tiny/tcvae/beta2/seed0/learning_curves.png"][0]["type"] == "image"
+
+
+def test_a_collapsed_run_draws_no_latents_against_factors(tmp_path, monkeypatch):
+    """A posterior with every KL near 0 has nothing to draw: the figure says so instead of showing noise on an
+    automatic colour scale."""
+    import matplotlib.pyplot as plt
+
+    from tcvae import plots
+    from tcvae.figure_data import FigureData
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path, **kw: drawn.append(fig))
+    fd = FigureData(traversals=np.zeros((2, 3, 1, 4, 4), np.uint8), offsets=np.zeros(3), image=0,
+                    originals=np.zeros((1, 1, 4, 4), np.uint8), reconstructions=np.zeros((1, 1, 4, 4), np.uint8))
+    plots.latents_vs_factors(fd, [0.001, 0.002], tmp_path / "x.png", "run")
+    texts = [t.get_text() for ax in drawn[0].axes for t in ax.texts]
+    assert any("collapsed" in t for t in texts) and not any(ax.images for ax in drawn[0].axes)
+    plt.close("all")
