@@ -121,7 +121,7 @@ def _shifted(beta: float, k: int, log: bool, betas: list[float]) -> float:
 def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
     """Per data set (paper Fig. 6): each run's total correlation (log x) against its MIG, marker size growing with
     β, and Spearman's ρ per method in the legend (not given below `RHO_MIN` distinct points). Runs at one point
-    (the same VAE, or collapsed runs) are counted beside it: ×2."""
+    (the same VAE, or collapsed runs) are counted beside it ("2 runs")."""
     fig, panels = _panels(rows)
     for ax, dataset, runs in panels:
         all_betas = sorted({r["beta"] for r in runs})
@@ -138,7 +138,7 @@ def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
         shared = Counter((round(np.log10(max(r["tc"], 1e-3)), 2), round(r["mig"], 3)) for r in runs)
         for (x, y), n in shared.items():
             if n > 1:
-                ax.annotate(f"×{n}", (10 ** x, y), xytext=(7, 5), textcoords="offset points", fontsize=8)
+                ax.annotate(f"{n} runs", (10 ** x, y), xytext=(7, 5), textcoords="offset points", fontsize=8)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set(xlabel="total correlation of q(z) (nats, log scale; ≤ 0.001 drawn at 0.001)", ylabel="MIG")

@@ -128,7 +128,7 @@ def test_reconstructions_leave_no_empty_band(tmp_path):
 
 def test_tc_vs_mig_counts_runs_drawn_at_one_point(tmp_path, monkeypatch):
     """Identical runs (β = 1 of β-VAE and β-TCVAE is one VAE; collapsed runs) would hide each other: each shared point
-    is labelled with its count, and 3 runs per method give no ρ (below RHO_MIN distinct points)."""
+    is labelled with its count ("2 runs"), and 3 runs per method give no ρ (below RHO_MIN distinct points)."""
     import matplotlib.axes
     from tcvae import plots
     from tcvae.results import RHO_MIN
@@ -142,7 +142,7 @@ def test_tc_vs_mig_counts_runs_drawn_at_one_point(tmp_path, monkeypatch):
     monkeypatch.setattr(matplotlib.axes.Axes, "legend",
                         lambda self, *a, **k: (legends.append(a[1] if len(a) > 1 else []), real(self, *a, **k))[1])
     plots.tc_vs_mig(rows, tmp_path / "tc")
-    assert sorted(said) == ["×2", "×2"]
+    assert sorted(said) == ["2 runs", "2 runs"]
     methods = [label for label in legends[0] if label.startswith(("β-VAE", "β-TCVAE"))]
     assert RHO_MIN == 5 and len(methods) == 2 and all("no ρ" in label for label in methods), legends
     assert not any("γ" in label for label in legends[0])                     # no FactorVAE in this sweep
