@@ -121,8 +121,8 @@ def open_run(params: Path, dataset: str, method: str, beta: str, seed: int) -> R
         print(f"note: {dataset} {method} β={beta_name(value)} seed {seed} is not in params' sweep: it goes to "
               f"{where}\n  (for exploring: aggregate, figures and `dvc status` leave it alone)", file=sys.stderr)
     elif params.resolve() != Path("params.yaml").resolve() and Path("dvc.yaml").is_file():
-        print(f"note: {params} is not the pipeline's params.yaml, yet this run writes to {where}\n"
-              f"  (the pipeline's own run: `dvc status` will call it modified, `dvc repro` restores it)", file=sys.stderr)
+        print(f"note: {params} is not the pipeline's params.yaml, yet this run writes to the pipeline's own run,\n"
+              f"  {where}: `dvc status` will call it modified, and `dvc repro` restores it", file=sys.stderr)
     return Run(p, dataset, method, value, seed, where)
 
 

@@ -140,7 +140,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             best = max(betas, key=lambda b: (medians[b], -b))
             rho = spearman([r["tc"] for r in runs], [r["mig"] for r in runs])
             at_best = [r for r in runs if r["beta"] == best]
-            # three decimals: seeds move MIG by far more, and `dvc metrics show` stays within 120 columns
+            # three decimals: seeds move MIG by far more, and `dvc metrics show` stays narrow
             methods[method] = {"mig": round(medians[best], 3), "beta": int(best) if float(best).is_integer() else best,
                                "rho": None if rho is None else round(rho, 2),
                                "captured": float(np.median([r["factors_captured"] for r in at_best])),

@@ -98,7 +98,8 @@ def test_dvc_metrics_diff_reports_a_changed_param(tmp_path):
     changed = diff["data/metrics/summary/tiny/betavae.json"]          # metrics live in git: HEAD is readable
     assert changed["elbo"]["old"] is not None and changed["elbo"]["diff"] != 0
     shown = run(*dvc, "metrics", "show", "data/metrics/summary", cwd=repo).splitlines()
-    assert len(shown) == 2 and max(map(len, shown)) <= 120            # a header and one row per data set × method
+    # a header and one row per data set × method; the scores' names spelt out (betavae_score, …) take it past 120
+    assert len(shown) == 2 and max(map(len, shown)) <= 140 and "betavae_score" in shown[0]
     # the README's experiment table: the changed params and the headline, nothing cut at 120 columns
     table = run(*dvc, "exp", "show", "--no-pager", "--only-changed", "--drop", "Created|data/|tcvae/", cwd=repo,
                 env={"COLUMNS": "120"}).splitlines()
