@@ -67,7 +67,7 @@ def _made(prov: dict) -> str:
     trained = [run.get("train") or {} for run in prov.get("runs", {}).values()]
     dates = sorted({t["date"] for t in trained if t.get("date")})
     when = "date unknown" if not dates else dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
-    machines = sorted({f"{t.get('device_name') or 'a GPU'}" if t.get("device") == "cuda" else
+    machines = sorted({t.get("device_name") or "a GPU" if t.get("device") == "cuda" else
                        f"CPU ({t.get('device_name') or '?'}, {t.get('threads', '?')} threads)" for t in trained})
     return f"{when}\non {', '.join(machines) or 'an unrecorded machine'}"
 

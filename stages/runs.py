@@ -37,14 +37,16 @@ EXPLORE = Path("data/explore")      # runs trained by hand outside the sweep: no
 
 
 def record_timing(run: "Run", stage: str, seconds: float, device: Any, extra: dict | None = None) -> None:
-    """data/timings/<run>/<stage>.json: the wall time of this invocation and what it ran on (for provenance)."""
+    """data/timings/<run>/<stage>.json (data/timings/explore/<run>/ for a run outside the sweep): the wall time of
+    this invocation and what it ran on (for provenance)."""
     import datetime
-    import platform
 
     import torch
 
     cuda = device.type == "cuda"
-    write_json(TIMINGS / run_path(run.dataset, run.method, run.beta, run.seed) / f"{stage}.json", {
+    rel = run_path(run.dataset, run.method, run.beta, run.seed)
+    folder = TIMINGS / rel if run.dir == Path("data/runs") / rel else TIMINGS / "explore" / rel
+    write_json(folder / f"{stage}.json", {
         "seconds": round(seconds, 2), "device": device.type, "device_count": torch.cuda.device_count() if cuda else 1,
         "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,

@@ -147,9 +147,10 @@ def tc_vs_mig(rows: list[dict[str, Any]], path: Path) -> None:
         # one legend, outside the axes: runs at TC ≤ 0.001 and MIG 0 sit in a corner a legend would hide
         methods, labels = ax.get_legend_handles_labels()
         sizes = [ax.scatter([], [], s=size[b], color="grey", edgecolor="black", linewidth=0.5) for b in all_betas]
-        ax.legend(methods + sizes, labels + [f"{_weight(runs, short=True)} = {beta_name(b)}" for b in all_betas], fontsize=7,
+        weight = _weight(runs, short=True)
+        ax.legend(methods + sizes, labels + [f"{weight} = {beta_name(b)}" for b in all_betas], fontsize=7,
                   loc="upper left", bbox_to_anchor=(1.02, 1), labelspacing=1.0, title_fontsize=8,
-                  title=f"Spearman ρ(TC, MIG)\nover runs; marker size: {_weight(runs, short=True)}")
+                  title=f"Spearman ρ(TC, MIG)\nover runs; marker size: {weight}")
     fig.suptitle("Total correlation against MIG (one marker per run; larger markers: larger β)")
     save(fig, path, pdf=True)
 
