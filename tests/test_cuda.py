@@ -6,7 +6,7 @@ import torch
 
 from tcvae import objectives as obj
 from tests.conftest import TINY_TRAIN, tcvae, tiny_params
-from tests.test_train import RUN, RUN_DIR, prepared  # noqa: F401
+from tests.test_train import RUN, RUN_DIR, SWEEP, prepared  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -35,11 +35,11 @@ def test_evaluation_on_cuda_matches_the_cpu(prepared):   # noqa: F811
     import json
     folder, write_params = prepared
     fp32 = {**TINY_TRAIN, "precision": "fp32"}     # CUDA's default, tf32, rounds products to 10 bits: not the CPU's
-    write_params(tiny_params(train=fp32))
+    write_params(tiny_params(train=fp32, sweep=SWEEP))
     tcvae("stage", "train", *RUN, cwd=folder, check=True)
     results = {}
     for device in ("cpu", "cuda"):
-        write_params(tiny_params(train=fp32, compute={"device": device}))
+        write_params(tiny_params(train=fp32, compute={"device": device}, sweep=SWEEP))
         tcvae("stage", "evaluate", *RUN, cwd=folder, check=True)
         results[device] = json.loads((folder / RUN_DIR / "eval.json").read_text())
     cpu, cuda = results["cpu"], results["cuda"]

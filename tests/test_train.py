@@ -15,6 +15,7 @@ from tests.conftest import python_path, tcvae, tiny_params
 
 RUN = ["--dataset", "tiny", "--method", "tcvae", "--beta", "4", "--seed", "1"]
 RUN_DIR = "data/runs/tiny/tcvae/beta4/seed1"
+SWEEP = {"datasets": ["tiny"], "betas": {"betavae": [2], "tcvae": [2, 4], "factorvae": [2]}, "seeds": [0, 1]}  # these runs
 
 
 @pytest.fixture
@@ -22,6 +23,7 @@ def prepared(project, monkeypatch):
     """The tiny data set, downloaded and preprocessed (in-process: test_cli covers the subprocess path)."""
     from stages import download, preprocess
     folder, write_params = project
+    write_params(tiny_params(sweep=SWEEP))       # runs outside the sweep would go to data/explore/
     monkeypatch.chdir(folder)
     download.command(folder / "params.yaml", None)
     preprocess.command(folder / "params.yaml", None)
@@ -78,7 +80,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"
 def test_interrupted_run_resumes_to_the_same_weights(prepared, device, how):
     folder, write_params = prepared
     write_params(tiny_params(train={**tiny_params()["train"], "steps": 300},
-                             compute={"device": device, "checkpoint_every_steps": 10}))
+                             compute={"device": device, "checkpoint_every_steps": 10}, sweep=SWEEP))
     tcvae("stage", "train", *RUN, cwd=folder, check=True)
     uninterrupted = weights(folder / RUN_DIR / "model.pt")
     for f in (folder / RUN_DIR).iterdir():
