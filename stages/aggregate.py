@@ -21,14 +21,14 @@ def command(params: ParamsOption = Path("params.yaml"),
     """Collect exactly the runs that `sweep` lists (never a glob: a shrunk sweep's old runs are ignored) and
     print them; a run not evaluated stops it, a run evaluated before its model was retrained is named stale."""
     from tcvae import results as r
-    from tcvae.console import console
+    from tcvae.console import console, count
 
     out = console(stderr=True)
     if results is not None:
         if not (results / "runs").is_dir():
             raise UserError(f"{results}/runs: no such folder; a result folder holds runs/<dataset>/<method>/…")
         rows = r.summarise_folder(results)
-        out.print(r.table(rows, f"{results}: {len(rows)} runs"))
+        out.print(r.table(rows, f"{results}: {count(len(rows), 'run')}"))
         return
     s = load_params(params).sweep
     runs = [(run_dir(*c), r.run_path(*c)) for c in sweep_runs(s)]
@@ -43,5 +43,5 @@ def command(params: ParamsOption = Path("params.yaml"),
             r.copy_run(src, tmp / rel)
         rows = r.collect(tmp)             # every eval.json readable before anything is replaced
     write_json(HEADLINE, r.headline(r.write_derived(METRICS, rows)))
-    out.print(r.table(rows, f"{METRICS}: the sweep's {len(rows)} runs (medians over seeds)",
+    out.print(r.table(rows, f"{METRICS}: the sweep's {count(len(rows), 'run')} (medians over seeds)",
                           [f"{s} (stale: model.pt is newer than eval.json; rerun evaluate)" for s in stale]))

@@ -14,7 +14,7 @@ def command(dataset: DatasetOption, method: MethodOption, beta: BetaOption, seed
             params: ParamsOption = Path("params.yaml")) -> None:
     """Evaluate one trained run on its whole data set; writes eval.json and figures.h5 beside model.pt."""
     from tcvae import data
-    from tcvae.console import console
+    from tcvae.console import console, count
     from tcvae.evaluate import evaluate
     from tcvae.figure_data import write
     from tcvae.io import write_json
@@ -36,7 +36,6 @@ def command(dataset: DatasetOption, method: MethodOption, beta: BetaOption, seed
     write(run.dir / "figures.h5", drawn)
     record_timing(run, "evaluate", time.monotonic() - start, device)
     mig = f"MIG {number(result['mig']['score'])}, " if "mig" in result else ""
-    active = result["active_units"]
     console(stderr=True, highlight=False).print(
         f"{run.dir}: {mig}TC {number(result['decomposition']['total_correlation'])} nats, "
-        f"ELBO {number(result['elbo'], 1)} nats, {active} active unit{'' if active == 1 else 's'}")
+        f"ELBO {number(result['elbo'], 1)} nats, {count(result['active_units'], 'active unit')}")

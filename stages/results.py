@@ -27,13 +27,13 @@ from tcvae.io import atomic_dir
 def show(folder: Path = typer.Argument(METRICS, help="a result folder: data/metrics or data/results/<name>")) -> None:
     """Print a result folder's runs: per data set, method and β the median MIG, TC and ELBO, and the runs counted."""
     from tcvae import results
-    from tcvae.console import console
+    from tcvae.console import console, count
 
     if not (folder / "runs.csv").is_file():
         raise UserError(f"{folder}/runs.csv is missing: run `dvc repro aggregate` first" if folder == METRICS else
                         f"{folder}/runs.csv is missing: not a result folder")
     rows = results.read_rows(folder / "runs.csv")
-    console().print(results.table(rows, f"{folder}: {len(rows)} runs (medians over seeds)"))
+    console().print(results.table(rows, f"{folder}: {count(len(rows), 'run')} (medians over seeds)"))
 
 
 def list_sets() -> None:
@@ -41,7 +41,7 @@ def list_sets() -> None:
     from rich.table import Table
 
     from tcvae import results
-    from tcvae.console import console
+    from tcvae.console import console, count
 
     table = Table(title=f"result sets in {RESULTS}/ (drawn by `dvc repro`: stage results@<name>)", title_justify="left")
     for c in ("set: runs, trained when and on what", "data set", "method", "MIG", "best β", "ρ(TC, MIG)"):
@@ -50,7 +50,7 @@ def list_sets() -> None:
         folder = RESULTS / name
         rows = results.read_rows(folder / "runs.csv") if (folder / "runs.csv").is_file() else []
         prov = json.loads((folder / "provenance.json").read_text()) if (folder / "provenance.json").is_file() else {}
-        label = f"{name}\n{len(rows)} runs, {_made(prov)}"
+        label = f"{name}\n{count(len(rows), 'run')}, {_made(prov)}"
         for dataset, methods in results.summarise(rows).items():
             for method, s in methods.items():
                 table.add_row(label, dataset, method, results.number(s["mig"]) if "mig" in s else "—",
@@ -86,7 +86,7 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
     import torch
 
     from tcvae import results
-    from tcvae.console import console
+    from tcvae.console import console, count
     from tcvae.train import resolve_precision
 
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
@@ -136,7 +136,7 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
                                        "`tcvae results export` keeps this list.\n" + yaml.safe_dump({"sets": sets}))
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     console(highlight=False).print(
-        f"{dest}: {len(rows)} runs ({len(keys)} exported now), {size / 2**20:.1f} MiB\n"
+        f"{dest}: {count(len(rows), 'run')} ({len(keys)} exported now), {size / 2**20:.1f} MiB\n"
         f"  next: `dvc repro results@{name}` draws its figures; "
         f"`git add {dest} {RESULTS}/sets.yaml dvc.lock` ships it")
 

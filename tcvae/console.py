@@ -16,3 +16,8 @@ def console(stderr: bool = False, **options) -> Console:
     if not out.is_terminal and "COLUMNS" not in os.environ:
         out.width = PIPED
     return out
+
+
+def count(n: int, noun: str) -> str:
+    """'1 run', '2 runs', '0 active units': a count with its noun in the right number (English plurals in -s)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

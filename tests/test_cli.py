@@ -92,3 +92,10 @@ def test_shipped_params_are_valid(name):
     from tests.conftest import ROOT
     p = load_params(ROOT / name)
     assert set(p.sweep.methods) >= {"betavae", "tcvae"} and len(p.sweep.betas["tcvae"]) >= 2
+
+
+def test_counts_and_numbers_read_as_written():
+    from tcvae.console import count
+    from tcvae.results import number
+    assert [count(1, "active unit"), count(0, "run"), count(12, "run")] == ["1 active unit", "0 runs", "12 runs"]
+    assert [number(-0.0004), number(-0.004, 2, sign=True), number(0.2225)] == ["0.000", "+0.00", "0.223"]
