@@ -80,3 +80,12 @@ def test_evaluation_splits_into_device_measures_and_cpu_scores(monkeypatch):
     assert dense.score == pytest.approx(out["mig"]["score"], abs=1e-3)
     kl = metrics.kl_decomposition(mu, logvar, n_samples=20, device="cpu")
     assert kl.total_correlation == pytest.approx(out["decomposition"]["total_correlation"], abs=1e-3)
+
+
+def test_the_trainer_serves_the_batches_of_batch_indices():
+    """Trainer.indices (one permutation copied per epoch) gives `batch_indices` for every step, across epochs."""
+    import types
+    cfg = types.SimpleNamespace(batch_size=16, latents=2, mlp_width=8, lr=1e-3, precision="fp32")
+    trainer = train.Trainer(dataset(True), cfg, method="betavae", beta=1.0, seed=5, arch="mlp", device="cpu")
+    for step in (0, 1, 2, 3, 7, 3):                  # 50 // 16 = 3 steps an epoch
+        assert torch.equal(trainer.indices(step), train.batch_indices(step, 50, 16, seed=5))
