@@ -106,35 +106,40 @@ def _interleaved(fns, reps: int) -> list[float]:
     return [float(np.median(ts)) for ts in times]
 
 
-def _step_fn(method: str, estimator: str, latents: int, x, n: int, dev, precision: str, *, materialised: bool = False,
-             arch: str = "mlp", width: int = 1200, channels: int = 1):
-    """One training step of `method` on the batch `x` as a function to time (synchronised on CUDA)."""
+def _step_fn(method: str, estimator: str, latents: int, batch: int, dataset_size: int, dev, precision: str, *,
+             materialised: bool = False, arch: str = "mlp", width: int = 1200, channels: int = 1):
+    """`fit`'s own step (tcvae.train.Trainer: batches served as training serves them, deterministic mode as
+    `fit` sets it) of `method` on random images of this shape, as a function to time, and the steps each call
+    runs: 10 on CUDA, synchronised once after the last (as `fit`, which reads back only on logging steps), 1 on
+    the CPU. dataset_size: N in the estimators' weights."""
+    import itertools
     import types
     from unittest import mock
 
     import torch
 
     from tcvae import objectives as obj
-    from tcvae.models import VAE, Discriminator
-    from tcvae.train import _step, matmul_precision
+    from tcvae.data import Dataset
+    from tcvae.train import Trainer, matmul_precision
 
-    torch.manual_seed(0)
-    fused = {"fused": True} if dev.type == "cuda" else {}
-    model = VAE(arch, latents, channels, width).to(dev)
-    opt = torch.optim.Adam(model.parameters(), 1e-4, **fused)
-    disc = Discriminator(latents).to(dev) if method == "factorvae" else None
-    disc_opt = torch.optim.Adam(disc.parameters(), 1e-4, **fused) if disc else None
-    noise = torch.Generator(dev).manual_seed(0)
-    cfg = types.SimpleNamespace(estimator=estimator, alpha=1.0, gamma=1.0,
-                                anneal=types.SimpleNamespace(beta_warmup_steps=0, dimwise_kl_steps=0))
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    cfg = types.SimpleNamespace(batch_size=batch, latents=latents, mlp_width=width, lr=1e-4, estimator=estimator,
+                                alpha=1.0, gamma=1.0, precision=precision,
+                                anneal=types.SimpleNamespace(beta_warmup_steps=0, dimwise_kl_steps=0),
+                                discriminator=types.SimpleNamespace(lr=1e-4, betas=(0.5, 0.9)))
+    stored = np.random.default_rng(0).integers(0, 2, (4 * batch, channels * 4096), dtype=np.uint8)
+    data = Dataset("bench", np.packbits(stored, axis=1), (channels, 64, 64), True, None, None, (), (), (),
+                   "procedural")
+    trainer = Trainer(data, cfg, method=method, beta=4.0, seed=0, arch=arch, device=dev, dataset_size=dataset_size)
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    per_call, k = (10 if trainer.device.type == "cuda" else 1), itertools.count(10)
 
-    def step():
+    def steps():
         with mock.patch.object(obj, "log_qz", obj.log_qz_materialised) if materialised else contextlib.nullcontext(), \
-                matmul_precision(precision, dev):
-            _step(model, opt, disc, disc_opt, x, n, cfg, method, 4.0, 10, noise, False, precision)
+                matmul_precision(trainer.precision, trainer.device):
+            for _ in range(per_call):
+                trainer.step(next(k), False)
         sync()
-    return step
+    return steps, per_call
 
 
 def train(batch: int = 2048, latents: int = 10, reps: int = 3, device: str = "auto") -> None:
@@ -187,7 +192,6 @@ def train(batch: int = 2048, latents: int = 10, reps: int = 3, device: str = "au
         table.add_row(f"log_qz fwd+bwd, {name}", f"{t * 1e3:.2f} ms",
                       "baseline" if name.startswith("materialised") else f"{base / t:.1f}× faster")
 
-    x = (torch.rand(batch, 1, 64, 64, generator=gen) < 0.1).float().to(dev)
     default = resolve_precision("auto", dev)
     variants = {"VAE (β-VAE, β = 1)": ("betavae", "mss", False), "β-TCVAE, MSS": ("tcvae", "mss", False),
                 "β-TCVAE, MWS": ("tcvae", "mws", False), "FactorVAE": ("factorvae", "mss", False),
@@ -197,12 +201,13 @@ def train(batch: int = 2048, latents: int = 10, reps: int = 3, device: str = "au
         for name, (method, est, materialised) in variants.items():
             if precision != default and name in ("β-TCVAE, MWS", "β-TCVAE, MSS, materialised log_qz"):
                 continue
-            steps[precision, name] = _step_fn(method, est, latents, x, n, dev, precision, materialised=materialised)
-            steps[precision, name]()
-    times = dict(zip(steps, _interleaved(list(steps.values()), reps)))
+            steps[precision, name] = _step_fn(method, est, latents, batch, n, dev, precision, materialised=materialised)
+            steps[precision, name][0]()
+    per_call = {key: calls for key, (_, calls) in steps.items()}
+    times = {key: t / per_call[key] for key, t in zip(steps, _interleaved([fn for fn, _ in steps.values()], reps))}
     for (precision, name), t in times.items():
         vae = times[precision, "VAE (β-VAE, β = 1)"]
-        table.add_row(f"train step (MLP 1200), {precision}: {name}", f"{t * 1e3:.1f} ms ({1 / t:.2f}/s)",
+        table.add_row(f"train step (MLP 1200, fit's own, batch served), {precision}: {name}", f"{t * 1e3:.1f} ms ({1 / t:.2f}/s)",
                       f"{t / vae:.2f}× a VAE step")
 
     # serving: full-dSprites-sized bit-packed bytes (random: the gather does not care), batches in the
@@ -222,12 +227,10 @@ def train(batch: int = 2048, latents: int = 10, reps: int = 3, device: str = "au
     for name, t in t_serve.items():
         table.add_row(f"serve a batch of {batch} from {name}", f"{t * 1e3:.2f} ms",
                       f"{t / times[default, 'VAE (β-VAE, β = 1)']:.3f}× a VAE step")
-    t_batch = t_serve.get("device-resident", t_serve["host RAM"])
     paper_steps = 50 * (n // batch)     # the paper's 50 epochs of full dSprites (18,000 steps at B = 2048)
     for name in ("VAE (β-VAE, β = 1)", "β-TCVAE, MSS", "FactorVAE"):
-        t = times[default, name] + t_batch
         table.add_row(f"paper dSprites run, 50 epochs = {paper_steps:,} steps, {default}: {name}",
-                      f"{paper_steps * t / 60:.1f} min", "projected: step + serving")
+                      f"{paper_steps * times[default, name] / 60:.1f} min", "projected: fit's step, serving included")
     console.print(table)
 
 
@@ -258,7 +261,7 @@ def mig(n_samples: int = 10_000, subset: int = 46_080) -> None:
     pick = torch.randperm(len(mu), generator=torch.Generator().manual_seed(1))[:subset]
     sub = (mu[pick], logvar[pick], factors[pick.numpy()])
     fast, brute = _interleaved([lambda: mig_fn(*sub, n_samples=n_samples),
-                                lambda: mig_fn(*sub, n_samples=n_samples, brute=True)], 1)
+                                lambda: mig_fn(*sub, n_samples=n_samples, device="cpu")], 1)
     start = time.perf_counter()
     full = mig_fn(mu, logvar, factors, n_samples=n_samples)
     t_full = time.perf_counter() - start
@@ -267,7 +270,7 @@ def mig(n_samples: int = 10_000, subset: int = 46_080) -> None:
         table.add_column(c)
     table.add_row(f"MIG, full dSprites (N = {len(mu):,})", f"{t_full:.1f} s", f"score {full.score:.3f} (synthetic posteriors)")
     table.add_row(f"MIG, subset N = {subset:,}: windowed exp-space", f"{fast:.1f} s", f"{brute / fast:.1f}× faster")
-    table.add_row(f"MIG, subset N = {subset:,}: straightforward chunked", f"{brute:.1f} s", "baseline (brute=True)")
+    table.add_row(f"MIG, subset N = {subset:,}: straightforward chunked", f"{brute:.1f} s", "baseline (device='cpu': every component)")
     console.print(table)
 
 
@@ -276,26 +279,13 @@ def step_seconds(method: str, arch: str, latents: int, width: int, channels: int
     """Median seconds of one training step of `method` on random images of this shape, after a warm-up, in
     the run's precision and with a batch served the way training serves it (from the device on CUDA, from
     RAM on the CPU): what `tcvae sweep plan` multiplies by each run's steps."""
-    import torch
-
-    from tcvae.data import Dataset
-    from tcvae.train import batch_indices, pick_device, resolve_precision
+    from tcvae.train import pick_device, resolve_precision
 
     dev = pick_device(device)
-    n = 8 * batch
-    stored = np.random.default_rng(0).integers(0, 2, (n, channels * 4096), dtype=np.uint8)
-    batches = Dataset("plan", np.packbits(stored, axis=1), (channels, 64, 64), True, None, None, (), (), (),
-                      "procedural").to(dev)
-    x = batches.batch(batch_indices(0, n, batch, 0), dev)
-    run = _step_fn(method, "mss", latents, x, 10 * batch, dev, resolve_precision(precision, dev), arch=arch,
-                   width=width, channels=channels)
-    k = iter(range(10**9))
-
-    def step():
-        batches.batch(batch_indices(next(k), n, batch, 0), dev)
-        run()
-    step()
-    return _interleaved([step], steps)[0]
+    run, per_call = _step_fn(method, "mss", latents, batch, 10 * batch, dev, resolve_precision(precision, dev),
+                             arch=arch, width=width, channels=channels)
+    run()
+    return _interleaved([run], steps)[0] / per_call
 
 
 def metrics(seed: int = 0) -> None:

@@ -21,24 +21,26 @@ from tcvae.train import autocast, matmul_precision
 @torch.no_grad()
 def encode(model: VAE, data: Dataset, batch_size: int = 2048, device: str | torch.device = "cpu",
            seed: int = 0, decode: bool = True, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Posterior parameters of every image, mu and logvar (N, D) on the CPU, and log p(x|z) (N,) in nats
+    """Posterior parameters of every image, mu and logvar (N, D) on `device`, and log p(x|z) (N,) in nats
     for one posterior sample per image (drawn from a generator seeded with `seed`); None without `decode`.
     `precision`: the one the model was trained with (its record's `precision`; see tcvae.train)."""
     model.eval()
     device = torch.device(device)
     n, data = len(data), data.to(device)    # on CUDA the data set moves to the GPU once
-    mu, logvar, log_px = torch.empty(n, model.latents), torch.empty(n, model.latents), torch.empty(n)
+    mu, logvar = torch.empty(n, model.latents, device=device), torch.empty(n, model.latents, device=device)
+    log_px = torch.empty(n, device=device)
     gen = torch.Generator(device).manual_seed(seed)
     with progress(n, "encode", "img") as advance:
         for start in range(0, n, batch_size):
             idx = np.arange(start, min(start + batch_size, n))
             x = data.batch(idx, device)
+            rows = slice(start, start + len(idx))
             with matmul_precision(precision, device), autocast(precision, device):
                 m, lv = model.encode(x)
                 m, lv = m.float(), lv.float()
                 if decode:
-                    log_px[idx] = log_bernoulli(model.decode(model.sample(m, lv, gen)).float(), x).cpu()
-            mu[idx], logvar[idx] = m.cpu(), lv.cpu()
+                    log_px[rows] = log_bernoulli(model.decode(model.sample(m, lv, gen)).float(), x)
+            mu[rows], logvar[rows] = m, lv
             advance(len(idx))
     return mu, logvar, log_px if decode else None
 
@@ -47,10 +49,24 @@ def evaluate(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: 
              active_threshold: float = 0.01, seed: int = 0, device: str | torch.device = "cpu",
              scores: Sequence[str] = METRICS, figures: Any = None,
              precision: str = "fp32") -> tuple[dict[str, Any], FigureData | None]:
-    """Everything `eval.json` holds: the full-data ELBO = E log p(x|z) − KL (nats per image, KL analytic),
-    the KL decomposition, active units and, where the data set has factors, MIG on its metric factors and the
-    `scores` (tcvae.disentanglement: DCI, SAP, FactorVAE and β-VAE scores of the posterior means); and,
-    given `figures` (the validated `figures` params), what the run's figures draw."""
+    """Everything `eval.json` holds (`measure`, then `add_cpu_scores`) and, given `figures` (the validated
+    `figures` params), what the run's figures draw."""
+    out, codes = measure(model, data, n_samples=n_samples, batch_size=batch_size, n_bins=n_bins,
+                         active_threshold=active_threshold, seed=seed, device=device, precision=precision)
+    drawn = None if figures is None else figure_data(model, data, codes, out["kl_per_latent"], figures, device)
+    return add_cpu_scores(out, codes, data, seed=seed, scores=scores), drawn
+
+
+def measure(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: int = 2048, n_bins: int = 20,
+            active_threshold: float = 0.01, seed: int = 0, device: str | torch.device = "cpu",
+            precision: str = "fp32") -> tuple[dict[str, Any], np.ndarray]:
+    """The part of `eval.json` computed on the run's device: the full-data ELBO = E log p(x|z) − KL (nats per
+    image, KL analytic), the KL decomposition, active units and, where the data set has factors, MIG and
+    discrete MIG on its metric factors. On CUDA the posteriors stay on the GPU and the mixtures are evaluated
+    there in blocks (tcvae.metrics); on the CPU by the CPU's windowed path. Returns (that dict, the posterior
+    means (N, D) float32 on the CPU: what `add_cpu_scores` and `figure_data` take)."""
+    device = torch.device(device)
+    on = None if device.type == "cpu" else device     # tcvae.metrics: None is the CPU's own (windowed) path
     mu, logvar, log_px = encode(model, data, batch_size, device, seed, precision=precision)
     kl_per_latent = kl_normal(mu, logvar)
     kl = kl_per_latent.sum(1)
@@ -58,17 +74,29 @@ def evaluate(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: 
         "n_images": len(data), "elbo": float((log_px - kl).mean()), "log_px": float(log_px.mean()),
         "kl": float(kl.mean()), "kl_per_latent": kl_per_latent.mean(0).tolist(),
         "active_units": metrics.active_units(mu, active_threshold),
-        "decomposition": metrics.kl_decomposition(mu, logvar, n_samples=n_samples, seed=seed).as_dict(),
+        "decomposition": metrics.kl_decomposition(mu, logvar, n_samples=n_samples, seed=seed, device=on).as_dict(),
     }
     if data.factors is not None:
         cols = [data.factor_names.index(name) for name in data.metric_factors]
         factors = data.factors[:, cols]
         out["metric_factors"] = list(data.metric_factors)
-        out["mig"] = metrics.mig(mu, logvar, factors, n_samples=n_samples, seed=seed).as_dict()
-        out["mig_discrete"] = metrics.mig_discrete(mu.numpy(), factors, n_bins=n_bins).as_dict()
-        out["scores"] = disentanglement.scores(mu.numpy(), data, seed=seed, which=scores)   # DCI, SAP, FactorVAE, β-VAE
-    drawn = None if figures is None else figure_data(model, data, mu.numpy(), out["kl_per_latent"], figures, device)
-    return out, drawn
+        out["mig"] = metrics.mig(mu, logvar, factors, n_samples=n_samples, seed=seed, device=on).as_dict()
+        out["mig_discrete"] = metrics.mig_discrete(mu, factors, n_bins=n_bins, device=device).as_dict()
+    return out, mu.cpu().numpy()
+
+
+def add_cpu_scores(out: dict[str, Any], codes: np.ndarray, data: Dataset, *, seed: int = 0,
+                   scores: Sequence[str] = METRICS) -> dict[str, Any]:
+    """`out` (from `measure`) with, where the data set has factors, out["scores"]: the `scores` of
+    tcvae.disentanglement (DCI, SAP, FactorVAE and β-VAE scores) of the posterior means `codes` (N, D), on the
+    CPU. Needs no model and no GPU, so a GPU job runs it beside the next run's training.
+    Which protocols could instead run later from a small saved sample: DCI and SAP fit on n_train + n_test
+    (10,000 + 5,000) random data points, so those points' codes and factors suffice (the same protocol on
+    another random draw: close, not identical numbers); the FactorVAE and β-VAE scores draw their batches by
+    factor value from all N images and need every code (full dSprites: 29 MB of float32)."""
+    if data.factors is not None:
+        out["scores"] = disentanglement.scores(codes, data, seed=seed, which=scores)
+    return out
 
 
 @torch.no_grad()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -44,7 +45,27 @@ try:
 except ImportError:        # CPU-only installs without Triton: `available()` is False, log_qz takes other paths
     triton = None
 
-BLOCK_I, BLOCK_J = 16, 16  # rows and columns of a tile; D is padded to a power of two (16 for D = 10)
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """A launch shape: `rows` × `cols` of the (B, B) pairs per tile (powers of two, 4–64; D is padded to a power
+    of two as well, 16 for D = 10) and `warps` per program (1–16). Each kernel runs ⌈B / rows⌉ (forward, backward
+    over rows) or ⌈B / cols⌉ programs. The GPU job's probe times a few and sets `TILES`; the default, 8 × 8 with 4
+    warps, is 256 programs at B = 2048 (an H200 has 132 SMs; 16 × 16 would be 128) without register spills in
+    the sm_90 compile (docs: the GPU review), not yet timed on a GPU."""
+    rows: int = 8
+    cols: int = 8
+    warps: int = 4
+
+    def __post_init__(self):
+        for name, value, allowed in (("rows", self.rows, (4, 8, 16, 32, 64)), ("cols", self.cols, (4, 8, 16, 32, 64)),
+                                     ("warps", self.warps, (1, 2, 4, 8, 16))):
+            if value not in allowed:
+                raise ValueError(f"fused.Tiles.{name} = {value!r}: must be one of {', '.join(map(str, allowed))}")
+
+
+TILES = Tiles()   # what log_qz_fused launches unless given another; the probe may replace it
 
 
 def available(device: torch.device) -> bool:
@@ -55,24 +76,26 @@ def available(device: torch.device) -> bool:
 
 
 def log_qz_fused(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int,
-                 estimator: Estimator = "mss") -> tuple[torch.Tensor, torch.Tensor]:
-    """`objectives.log_qz` by the fused kernel: (log q(z_i), log ∏_d q(z_id)), each (B,) float32, nats."""
+                 estimator: Estimator = "mss", tiles: Tiles | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`objectives.log_qz` by the fused kernel: (log q(z_i), log ∏_d q(z_id)), each (B,) float32, nats.
+    `tiles`: the launch shape of the forward and backward kernels (default: `TILES`)."""
     weights = importance_weights(z.shape[0], dataset_size, estimator)
-    joint, marginals = _FusedLogQz.apply(z.float(), mu.float(), logvar.float(), weights)
+    joint, marginals = _FusedLogQz.apply(z.float(), mu.float(), logvar.float(), weights, tiles or TILES)
     return joint, marginals.sum(1)
 
 
 class _FusedLogQz(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, mu, logvar, weights):
+    def forward(ctx, z, mu, logvar, weights, tiles):
         z, mu, logvar = z.contiguous(), mu.contiguous(), logvar.contiguous()
         b, d = z.shape
         logw = [math.log(w) for w in weights]
         joint, marginals = torch.empty(b, device=z.device), torch.empty(b, d, device=z.device)
-        _forward[(triton.cdiv(b, BLOCK_I),)](z, mu, logvar, joint, marginals, b, d, *logw, LOG_2PI,
-                                            BI=BLOCK_I, BJ=BLOCK_J, DP=triton.next_power_of_2(d))
+        _forward[(triton.cdiv(b, tiles.rows),)](z, mu, logvar, joint, marginals, b, d, *logw, LOG_2PI,
+                                               BI=tiles.rows, BJ=tiles.cols, DP=triton.next_power_of_2(d),
+                                               num_warps=tiles.warps)
         ctx.save_for_backward(z, mu, logvar, joint, marginals)
-        ctx.logw = logw
+        ctx.logw, ctx.tiles = logw, tiles
         return joint, marginals
 
     @staticmethod
@@ -83,10 +106,11 @@ class _FusedLogQz(torch.autograd.Function):
         g_marg = torch.zeros_like(marginals) if g_marginals is None else g_marginals.contiguous().float()
         gz, gmu, glogvar = torch.empty_like(z), torch.empty_like(mu), torch.empty_like(logvar)
         args = (z, mu, logvar, joint, marginals, g_joint, g_marg, gz, gmu, glogvar, b, d, *ctx.logw, LOG_2PI)
-        meta = dict(BI=BLOCK_I, BJ=BLOCK_J, DP=triton.next_power_of_2(d))
-        _backward[(triton.cdiv(b, BLOCK_I),)](*args, ROWS=True, BA=BLOCK_I, STEP=BLOCK_J, **meta)   # gz: sum over j
-        _backward[(triton.cdiv(b, BLOCK_J),)](*args, ROWS=False, BA=BLOCK_J, STEP=BLOCK_I, **meta)  # gmu, glogvar: over i
-        return gz, gmu, glogvar, None
+        t = ctx.tiles
+        meta = dict(BI=t.rows, BJ=t.cols, DP=triton.next_power_of_2(d), num_warps=t.warps)
+        _backward[(triton.cdiv(b, t.rows),)](*args, ROWS=True, BA=t.rows, STEP=t.cols, **meta)   # gz: sum over j
+        _backward[(triton.cdiv(b, t.cols),)](*args, ROWS=False, BA=t.cols, STEP=t.rows, **meta)  # gmu, glogvar: over i
+        return gz, gmu, glogvar, None, None
 
 
 if triton is not None:

@@ -109,25 +109,13 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
     model.pt beside the weights (the params that made it); a checkpoint made under a different record
     is ignored, not resumed. Checkpoints are written every `checkpoint_minutes` (and every
     `checkpoint_every_steps`, if given) and on Ctrl-C."""
-    device = pick_device(device)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
     n, b = len(data), cfg.batch_size
     if n < b:
         raise UserError(f"train.batch_size = {b}: larger than the data set ({n} images)")
     steps = total_steps(cfg, n)
-    torch.manual_seed(seed)
-    precision = resolve_precision(cfg.precision, device)
-    batches = data.to(device)           # on CUDA the whole data set moves to the GPU once; batches gather there
-    fused = {"fused": True} if device.type == "cuda" else {}    # one kernel for all of Adam's updates
-    model = VAE(arch, cfg.latents, data.image_shape[0], cfg.mlp_width).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, **fused)
-    disc = disc_opt = None
-    if method == "factorvae":
-        disc = Discriminator(cfg.latents).to(device)
-        disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.discriminator.lr, betas=tuple(cfg.discriminator.betas),
-                                    **fused)
-    noise = torch.Generator(device).manual_seed(seed)
+    trainer = Trainer(data, cfg, method=method, beta=beta, seed=seed, arch=arch, device=device)
+    device, model, opt, disc, disc_opt, noise = (trainer.device, trainer.model, trainer.opt, trainer.disc,
+                                                 trainer.disc_opt, trainer.noise)
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
     ckpt_path, history = out / "checkpoint.pt", []
     start = 0
@@ -166,12 +154,13 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
             torch.save(state, tmp)
 
     # Divergence is detected without a host sync per step: a device-side flag (all terms finite since the
-    # last check) is read on logging steps and before every checkpoint, so no checkpoint holds a NaN.
-    finite, checked = torch.ones((), dtype=torch.bool, device=device), start
+    # last check, `trainer.finite`) is read on logging steps and before every checkpoint, so no checkpoint
+    # holds a NaN.
+    checked = start
 
     def check(done: int, row: dict[str, torch.Tensor]) -> None:
         nonlocal checked
-        if not bool(finite):
+        if not bool(trainer.finite):
             bad = [(k, float(v)) for k, v in row.items() if not math.isfinite(float(v))] or [("a loss term", math.nan)]
             where = f"at step {done}" if done == checked + 1 else f"between steps {checked + 1} and {done}"
             raise Diverged(f"training diverged {where}: {bad[0][0]} = {bad[0][1]}; the last good checkpoint "
@@ -183,13 +172,11 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
     last_save = time.monotonic()
     try:
         with progress(steps, f"train {method} β={beta:g} seed {seed}", "step", start=start) as advance, \
-                matmul_precision(precision, device):
+                matmul_precision(trainer.precision, device):
             for step in range(start, steps):
-                x = batches.batch(batch_indices(step, n, b, seed), device)
                 done = step + 1
                 log = done % cfg.log_every == 0 or done == steps
-                terms = _step(model, opt, disc, disc_opt, x, n, cfg, method, beta, step, noise, log, precision)
-                finite &= torch.isfinite(torch.stack(list(terms.values()))).all()
+                terms = trainer.step(step, log)
                 every = checkpoint_every_steps
                 save = interrupted or (every and done % every == 0) or time.monotonic() - last_save > 60 * checkpoint_minutes
                 if log or save:
@@ -210,49 +197,103 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
         signal.signal(signal.SIGINT, previous_handler)
     with atomic_path(out / "model.pt") as tmp, open(tmp, "wb") as f:   # a file object: the zip's root is
         torch.save({"state_dict": model.state_dict(), "arch": arch, "latents": cfg.latents,
-                    "channels": data.image_shape[0], "width": cfg.mlp_width, "precision": precision, **record},
+                    "channels": data.image_shape[0], "width": cfg.mlp_width, "precision": trainer.precision, **record},
                    f)  # a file object: the zip's root is "archive", not the tmp name
     write_history(out / "history.csv", history)
     ckpt_path.unlink(missing_ok=True)   # the run is complete: model.pt is the result, the checkpoint only a means
     return history[-1]
 
 
-def _step(model, opt, disc, disc_opt, x, n, cfg, method, beta, step, noise, log: bool,
-          precision: str = "fp32") -> dict[str, torch.Tensor]:
-    """One optimisation step; returns the batch's loss terms as 0-d tensors on the device (nats, means over
-    the batch; reading them is the caller's sync), with the MI / TC / dim-wise KL decomposition when `log`
-    (always for tcvae, whose loss needs it). `precision`: a resolved one (`resolve_precision`); its
-    autocast covers the forward pass, the TF32 switch is the caller's (`matmul_precision`)."""
-    warm = min(1.0, (step + 1) / cfg.anneal.beta_warmup_steps) if cfg.anneal.beta_warmup_steps else 1.0
-    ramp = min(1.0, (step + 1) / cfg.anneal.dimwise_kl_steps) if cfg.anneal.dimwise_kl_steps else 1.0
-    with autocast(precision, x.device):
-        terms = obj.elbo_terms(model, x, n, cfg.estimator, generator=noise, with_qz=method == "tcvae")
-        if method == "betavae":
-            loss = obj.betavae_loss(terms, beta * warm)
-        elif method == "tcvae":
-            loss = obj.tcvae_loss(terms, cfg.alpha, beta * warm, cfg.gamma * ramp)
-        else:
-            tc_estimate = obj.factorvae_tc(disc, terms["z"])
-            loss = obj.betavae_loss(terms, 1.0) + beta * warm * tc_estimate
-    row = {"loss": loss.detach(), "log_px": terms["log_px"].detach().mean(),
-           "kl": (terms["log_qz_x"] - terms["log_pz"]).detach().mean()}
-    if log and method != "tcvae":   # logged for every method, outside the gradient
-        with torch.no_grad():
-            terms["log_qz"], terms["log_prod_qzj"] = obj.log_qz(terms["z"], terms["mu"], terms["logvar"], n, cfg.estimator)
-    if "log_qz" in terms:
-        row |= {k: v.detach().mean() for k, v in obj.decomposition(terms).items()}
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    if disc is not None:
-        z = terms["z"].detach()
+class Trainer:
+    """One run's moving parts on one device — the model and its Adam, FactorVAE's discriminator and its Adam,
+    the objective's settings, the data's batches and the noise generator — and `step`: the one optimisation
+    step that `fit`, `tcvae bench train` and `tcvae sweep plan` all run.
+
+    data: the training set (batches are gathered on the device on CUDA). cfg: the validated `train` params (the
+    fields `step` reads: batch_size, latents, mlp_width, lr, estimator, alpha, gamma, anneal, precision,
+    discriminator). dataset_size: N in the estimators' weights, len(data) unless given (the benchmark's
+    stand-in data is smaller than the set it stands for)."""
+
+    def __init__(self, data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: str,
+                 device: str | torch.device = "auto", dataset_size: int | None = None):
+        self.device = pick_device(str(device))
+        deterministic()
+        torch.manual_seed(seed)
+        self.cfg, self.method, self.beta, self.seed = cfg, method, beta, seed
+        self.n, self.dataset_size = len(data), dataset_size or len(data)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.batches = data.to(self.device)   # on CUDA the whole data set moves to the GPU once; batches gather there
+        fused = {"fused": True} if self.device.type == "cuda" else {}    # one kernel for all of Adam's updates
+        self.model = VAE(arch, cfg.latents, data.image_shape[0], cfg.mlp_width).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, **fused)
+        self.disc = self.disc_opt = None
+        if method == "factorvae":
+            self.disc = Discriminator(cfg.latents).to(self.device)
+            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.discriminator.lr,
+                                             betas=tuple(cfg.discriminator.betas), **fused)
+        self.noise = torch.Generator(self.device).manual_seed(seed)
+        self.finite = torch.ones((), dtype=torch.bool, device=self.device)   # every term finite so far
+        self._epoch, self._order = None, None
+
+    def indices(self, step: int) -> torch.Tensor:
+        """`batch_indices(step, …)` on the device, without a host copy per step: the epoch's permutation is
+        drawn on the CPU (the same batches on every device) and copied once an epoch, from pinned memory."""
+        b = self.cfg.batch_size
+        epoch, k = divmod(step, self.n // b)
+        if epoch != self._epoch:
+            order = _permutation(self.n, self.seed, epoch)
+            self._order = order if self.device.type == "cpu" else order.pin_memory().to(self.device, non_blocking=True)
+            self._epoch = epoch
+        return self._order[k * b:(k + 1) * b]
+
+    def step(self, step: int, log: bool) -> dict[str, torch.Tensor]:
+        """Optimisation step `step` (0-based) on its batch; returns the batch's loss terms as 0-d tensors on the
+        device (nats, means over the batch; reading them is the caller's sync), with the MI / TC / dim-wise KL
+        decomposition when `log` (always for tcvae, whose loss needs it), and folds their finiteness into
+        `self.finite`. The TF32 switch is the caller's (`matmul_precision`); bf16 autocast covers the forward."""
+        cfg, method, model, noise, precision = self.cfg, self.method, self.model, self.noise, self.precision
+        x, n = self.batches.batch(self.indices(step), self.device), self.dataset_size
+        warm = min(1.0, (step + 1) / cfg.anneal.beta_warmup_steps) if cfg.anneal.beta_warmup_steps else 1.0
+        ramp = min(1.0, (step + 1) / cfg.anneal.dimwise_kl_steps) if cfg.anneal.dimwise_kl_steps else 1.0
         with autocast(precision, x.device):
-            d_loss = obj.discriminator_loss(disc, z, obj.permute_dims(z, noise))
-        disc_opt.zero_grad(set_to_none=True)
-        d_loss.backward()
-        disc_opt.step()
-        row["disc_loss"] = d_loss.detach()
-    return row
+            terms = obj.elbo_terms(model, x, n, cfg.estimator, generator=noise, with_qz=method == "tcvae")
+            if method == "betavae":
+                loss = obj.betavae_loss(terms, self.beta * warm)
+            elif method == "tcvae":
+                loss = obj.tcvae_loss(terms, cfg.alpha, self.beta * warm, cfg.gamma * ramp)
+            else:
+                tc_estimate = obj.factorvae_tc(self.disc, terms["z"])
+                loss = obj.betavae_loss(terms, 1.0) + self.beta * warm * tc_estimate
+        row = {"loss": loss.detach(), "log_px": terms["log_px"].detach().mean(),
+               "kl": (terms["log_qz_x"] - terms["log_pz"]).detach().mean()}
+        if log and method != "tcvae":   # logged for every method, outside the gradient
+            with torch.no_grad():
+                terms["log_qz"], terms["log_prod_qzj"] = obj.log_qz(terms["z"], terms["mu"], terms["logvar"], n,
+                                                                    cfg.estimator)
+        if "log_qz" in terms:
+            row |= {k: v.detach().mean() for k, v in obj.decomposition(terms).items()}
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.disc is not None:
+            z = terms["z"].detach()
+            with autocast(precision, x.device):
+                d_loss = obj.discriminator_loss(self.disc, z, obj.permute_dims(z, noise))
+            self.disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.disc_opt.step()
+            row["disc_loss"] = d_loss.detach()
+        self.finite &= torch.isfinite(torch.stack(list(row.values()))).all()
+        return row
+
+
+def deterministic() -> None:
+    """Deterministic algorithms (bit-for-bit repeatable runs on the CPU; on CUDA as far as its kernels allow),
+    without their NaN fill of every uninitialised allocation (a kernel each on CUDA): every buffer training
+    allocates is written before it is read, so the fill changes no result (tests/test_train.py: same weights)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:

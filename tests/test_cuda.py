@@ -62,20 +62,19 @@ def test_log_qz_on_cuda_is_the_fused_kernel():
 def test_each_precision_trains_on_cuda(precision):
     import types
 
-    from tcvae.models import VAE
-    from tcvae.train import _step, matmul_precision
+    import numpy as np
 
-    torch.manual_seed(0)
-    device = torch.device("cuda")
-    model = VAE("mlp", 10, width=256).to(device)
-    opt = torch.optim.Adam(model.parameters(), 1e-3, fused=True)
-    cfg = types.SimpleNamespace(estimator="mss", alpha=1.0, gamma=1.0,
+    from tcvae.data import Dataset
+    from tcvae.train import Trainer, matmul_precision
+
+    cfg = types.SimpleNamespace(batch_size=512, latents=10, mlp_width=256, lr=1e-3, estimator="mss", alpha=1.0,
+                                gamma=1.0, precision=precision,
                                 anneal=types.SimpleNamespace(beta_warmup_steps=0, dimwise_kl_steps=0))
-    x = (torch.rand(512, 1, 64, 64, device=device) < 0.1).float()
-    noise = torch.Generator(device).manual_seed(0)
+    images = (np.random.default_rng(0).random((2048, 4096)) < 0.1).astype(np.uint8)
+    data = Dataset("t", np.packbits(images, axis=1), (1, 64, 64), True, None, None, (), (), (), "procedural")
+    trainer = Trainer(data, cfg, method="tcvae", beta=4.0, seed=0, arch="mlp", device="cuda", dataset_size=10_000)
     before = torch.get_float32_matmul_precision()
-    with matmul_precision(precision, device):
-        losses = [float(_step(model, opt, None, None, x, 10_000, cfg, "tcvae", 4.0, s, noise, True, precision)["loss"])
-                  for s in range(20)]
+    with matmul_precision(precision, trainer.device):
+        losses = [float(trainer.step(s, True)["loss"]) for s in range(20)]
     assert torch.get_float32_matmul_precision() == before           # the switch is undone
     assert all(map(torch.isfinite, torch.tensor(losses))) and losses[-1] < losses[0]

@@ -52,3 +52,40 @@ def test_bf16_autocast_keeps_the_objective_in_float32():
     loss = obj.tcvae_loss(terms, 1.0, 4.0, 1.0)
     loss.backward()
     assert torch.isfinite(loss) and model.encoder[1].weight.grad is not None
+
+
+def test_evaluation_splits_into_device_measures_and_cpu_scores(monkeypatch):
+    """`measure` (the device's part) + `add_cpu_scores` is `evaluate`; the device code of the mixtures, run on
+    the CPU, gives the CPU path's MIG and decomposition within 1e-3 on a model's own posteriors."""
+    from tcvae import evaluate as ev
+    from tcvae import metrics
+    from tcvae.data import grid
+    from tcvae.models import VAE
+
+    factors = grid((2, 3, 4))
+    rng = np.random.default_rng(1)
+    images = np.packbits(rng.integers(0, 2, (len(factors), 4096), dtype=np.uint8), axis=1)
+    data = Dataset("toy", images, (1, 64, 64), True, factors, None, ("a", "b", "c"), (2, 3, 4), ("b", "c"),
+                   "procedural")
+    torch.manual_seed(0)
+    model = VAE("mlp", 3, 1, 32)
+    kw = dict(n_samples=20, batch_size=7, seed=0)
+    out, codes = ev.measure(model, data, **kw)
+    assert {"elbo", "decomposition", "mig", "mig_discrete"} <= set(out) and "scores" not in out
+    assert codes.shape == (len(factors), 3) and codes.dtype == np.float32
+    whole, _ = ev.evaluate(model, data, scores=("sap",), **kw)
+    assert ev.add_cpu_scores(out, codes, data, scores=("sap",)) == whole and "sap" in whole["scores"]
+    mu, logvar, _ = ev.encode(model, data, 7, decode=False)
+    dense = metrics.mig(mu, logvar, factors[:, 1:], n_samples=20, device="cpu")
+    assert dense.score == pytest.approx(out["mig"]["score"], abs=1e-3)
+    kl = metrics.kl_decomposition(mu, logvar, n_samples=20, device="cpu")
+    assert kl.total_correlation == pytest.approx(out["decomposition"]["total_correlation"], abs=1e-3)
+
+
+def test_the_trainer_serves_the_batches_of_batch_indices():
+    """Trainer.indices (one permutation copied per epoch) gives `batch_indices` for every step, across epochs."""
+    import types
+    cfg = types.SimpleNamespace(batch_size=16, latents=2, mlp_width=8, lr=1e-3, precision="fp32")
+    trainer = train.Trainer(dataset(True), cfg, method="betavae", beta=1.0, seed=5, arch="mlp", device="cpu")
+    for step in (0, 1, 2, 3, 7, 3):                  # 50 // 16 = 3 steps an epoch
+        assert torch.equal(trainer.indices(step), train.batch_indices(step, 50, 16, seed=5))

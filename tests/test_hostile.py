@@ -480,7 +480,7 @@ def test_an_unwritable_output_is_found_before_step_1(prepared, monkeypatch):
     p, ds = load_params(folder / "params.yaml"), data.load(folder / H5)
     (folder / "a-file").write_text("")
     steps = []
-    monkeypatch.setattr(train, "_step", lambda *a, **k: steps.append(1))
+    monkeypatch.setattr(train.Trainer, "step", lambda *a, **k: steps.append(1))
     with pytest.raises(UserError, match="cannot write there"):
         train.fit(ds, p.train, method="betavae", beta=1.0, seed=0, arch="mlp", out=folder / "a-file/run", record={})
     usage = namedtuple("usage", "total used free")

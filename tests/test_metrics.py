@@ -71,7 +71,7 @@ def test_fast_mixture_agrees_with_brute_force():
         z = mu[idx] + torch.exp(0.5 * logvar[idx]) * torch.randn(s, generator=g)
         z[:5] = torch.tensor([-30.0, 30.0, 0.0, 1e-3, 5.0])           # also far outside the data
         assert torch.allclose(metrics.log_mixture_1d(z, mu, logvar),
-                              metrics.log_mixture_1d_brute(z.double(), mu.double(), logvar.double()).float(), atol=2e-5)
+                              metrics.log_mixture_dense(z.double(), mu.double(), logvar.double()).float(), atol=2e-5)
 
 
 def test_fast_mig_equals_brute_mig():
@@ -79,7 +79,7 @@ def test_fast_mig_equals_brute_mig():
     f = grid((3, 5, 4))
     mu = torch.tensor(f, dtype=torch.float32) @ torch.randn(3, 4, generator=g) + 0.3 * torch.randn(len(f), 4, generator=g)
     logvar = torch.log(0.05 + torch.rand(len(f), 4, generator=g))
-    fast, brute = metrics.mig(mu, logvar, f, n_samples=50), metrics.mig(mu, logvar, f, n_samples=50, brute=True)
+    fast, brute = metrics.mig(mu, logvar, f, n_samples=50), metrics.mig(mu, logvar, f, n_samples=50, device="cpu")
     assert np.allclose(fast.mutual_info, brute.mutual_info, atol=1e-4)
     assert fast.score == pytest.approx(brute.score, abs=1e-4)
 
@@ -146,3 +146,51 @@ def test_the_results_table_counts_factors_captured_and_names_collapsed_runs():
     console.print(table(rows, "t"))
     text = console.export_text()
     assert "0–2 of 4" in text and "3 (1 collapsed)" in text
+
+
+def _posteriors(seed: int, sizes=(3, 5, 4), dims: int = 4):
+    g = torch.Generator().manual_seed(seed)
+    f = grid(sizes)
+    mu = torch.tensor(f, dtype=torch.float32) @ torch.randn(len(sizes), dims, generator=g)
+    mu += 0.3 * torch.randn(len(f), dims, generator=g)
+    return f, mu, torch.log(0.05 + torch.rand(len(f), dims, generator=g))
+
+
+def test_device_path_equals_cpu_path(monkeypatch):
+    """The GPU's code (device given: dense mixtures in blocks) run on the CPU gives the CPU path's numbers within
+    1e-3, also with blocks so small that every sample row and component column is split."""
+    f, mu, logvar = _posteriors(2)
+    cpu_mig, cpu_kl = metrics.mig(mu, logvar, f, n_samples=120), metrics.kl_decomposition(mu, logvar, n_samples=120)
+    for block in (metrics.BLOCK_ELEMENTS, 7):
+        monkeypatch.setattr(metrics, "BLOCK_ELEMENTS", block)
+        monkeypatch.setattr(metrics.log_mixture_dense, "__defaults__", (block,))
+        dev_mig = metrics.mig(mu, logvar, f, n_samples=120, device="cpu")
+        dev_kl = metrics.kl_decomposition(mu, logvar, n_samples=120, device="cpu")
+        assert np.allclose(dev_mig.mutual_info, cpu_mig.mutual_info, atol=1e-3)
+        assert dev_mig.score == pytest.approx(cpu_mig.score, abs=1e-3)
+        assert np.allclose(dev_mig.marginal_entropy, cpu_mig.marginal_entropy, atol=1e-3)
+        for term in ("mutual_info", "total_correlation", "dimwise_kl", "kl"):
+            assert getattr(dev_kl, term) == pytest.approx(getattr(cpu_kl, term), abs=1e-3)
+
+
+def _mig_discrete_numpy(codes, factors, n_bins):
+    """The earlier CPU implementation (numpy histogram edges, digitize, plug-in MI): the reference."""
+    def plugin(a, b):
+        _, ai = np.unique(a, return_inverse=True)
+        _, bi = np.unique(b, return_inverse=True)
+        joint = np.zeros((ai.max() + 1, bi.max() + 1))
+        np.add.at(joint, (ai, bi), 1)
+        joint /= joint.sum()
+        pa, pb = joint.sum(1, keepdims=True), joint.sum(0, keepdims=True)
+        nz = joint > 0
+        return float((joint[nz] * np.log(joint[nz] / (pa @ pb)[nz])).sum())
+    binned = [np.digitize(c, np.histogram_bin_edges(c, n_bins)[1:-1]) for c in np.asarray(codes, dtype=np.float64).T]
+    return np.array([[plugin(c, v) for c in binned] for v in np.asarray(factors).T])
+
+
+def test_discrete_mig_equals_the_numpy_reference():
+    f, mu, _ = _posteriors(3, sizes=(4, 7, 5), dims=5)
+    mu[:, 4] = 0.25                                      # a constant code: one bin
+    for n_bins in (2, 20):
+        r = metrics.mig_discrete(mu, f, n_bins=n_bins)
+        assert np.allclose(r.mutual_info, _mig_discrete_numpy(mu.numpy(), f, n_bins), atol=1e-9)

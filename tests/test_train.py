@@ -136,3 +136,24 @@ def test_bad_coordinates_exit_2(prepared):
     assert proc.returncode == 2 and "--method vae" in proc.stderr and "--beta '-1'" in proc.stderr
     proc = tcvae("stage", "train", "--dataset", "other", "--method", "tcvae", "--beta", "1", cwd=folder)
     assert proc.returncode == 2 and "--dataset other" in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["tcvae", "factorvae"])
+def test_the_nan_fill_of_deterministic_mode_changes_no_weight(prepared, monkeypatch, method):
+    """`fit` turns off deterministic mode's NaN fill of uninitialised memory (a kernel per allocation on CUDA):
+    the weights are bit for bit those made with the fill on, so no buffer is read before it is written."""
+    from stages.params import load_params
+    from tcvae import data
+    folder, _ = prepared
+    p, ds = load_params(folder / "params.yaml"), data.load(folder / "data/processed/tiny.h5")
+    fit = lambda out: train.fit(ds, p.train, method=method, beta=2.0, seed=0, arch="mlp", out=folder / out,
+                                record={}, device="cpu")
+    fit("off")
+    assert torch.utils.deterministic.fill_uninitialized_memory is False
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)   # restored afterwards
+    switch_off = train.deterministic
+    monkeypatch.setattr(train, "deterministic", lambda: (switch_off(), setattr(
+        torch.utils.deterministic, "fill_uninitialized_memory", True)))
+    fit("on")
+    assert torch.utils.deterministic.fill_uninitialized_memory is True
+    assert same_weights(weights(folder / "off/model.pt"), weights(folder / "on/model.pt"))
