@@ -67,19 +67,19 @@ class Job:
             self.log_file.write(f"[{self.elapsed():7.1f} s] {text}\n")
             self.log_file.flush()
 
-    def command(self, args: list[str], cwd: Path, limit: float | None = None,
-                env: dict[str, str] | None = None) -> tuple[int, float, str]:
-        """Run `python -m …args` in its own process group; kill the group at the deadline + KILL_MARGIN_S (or
-        after `limit` s). Returns (exit code, seconds, its output's tail); 124 when killed."""
+    def spawn(self, args: list[str], cwd: Path) -> subprocess.Popen:
+        """`python …args` in its own process group (so that a kill takes its children too), output captured."""
+        return subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+
+    def finish(self, proc: subprocess.Popen, what: str, limit: float | None = None) -> tuple[int, float, str]:
+        """Wait for `proc`; kill its group at the deadline + KILL_MARGIN_S (or after `limit` s more). Returns
+        (exit code, seconds waited, its output's tail); 124 when killed. The output goes to job.log."""
         until = self.left() + KILL_MARGIN_S
         limit = until if limit is None else min(limit, until)
         started = time.monotonic()
-        if limit <= 0:
-            return 124, 0.0, "not started: the deadline has passed"
-        proc = subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True, env={**os.environ, **(env or {})})
         try:
-            output, _ = proc.communicate(timeout=limit)
+            output, _ = proc.communicate(timeout=max(limit, 0.1))
             code = proc.returncode
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -87,18 +87,61 @@ class Job:
             code = 124
         seconds = time.monotonic() - started
         tail = (output or "")[-3000:]
-        self.log(f"$ python {' '.join(args)}  → rc {code} in {seconds:.1f} s\n{tail.rstrip()}")
+        self.log(f"{what}: rc {code} in {seconds:.1f} s\n{tail.rstrip()}")
         return code, seconds, tail
+
+    def command(self, args: list[str], cwd: Path, what: str, limit: float | None = None) -> tuple[int, float, str]:
+        return self.finish(self.spawn(args, cwd), what, limit)
+
+
+# Child processes (the driver itself never imports torch: on a busy machine every import costs seconds).
+PREPARE = """import json
+from pathlib import Path
+from stages import download, preprocess
+from stages.params import load_params
+from tcvae import data
+from tcvae.train import total_steps
+p = load_params(Path("params.yaml"))
+download.command(Path("params.yaml"), list(p.sweep.datasets))
+preprocess.command(Path("params.yaml"), list(p.sweep.datasets))
+sizes = {d: len(data.load(Path("data/processed") / f"{d}.h5")) for d in p.sweep.datasets}
+print(json.dumps({"sizes": sizes, "steps": {d: total_steps(p.train, n) for d, n in sizes.items()}}))
+"""
+PROBE = """import json, sys
+from pathlib import Path
+import torch
+from stages.params import load_params
+from tcvae import probe
+from tcvae.train import pick_device, resolve_precision
+p = load_params(Path("params.yaml"))
+device = pick_device(p.compute.device)
+shape = probe.Shape(p.train.batch_size, p.train.latents, p.train.mlp_width, 737_280)   # N enters the weights alone
+result = probe.probe(shape, device, resolve_precision(p.train.precision, device), steps=int(sys.argv[2]))
+Path(sys.argv[1]).write_text(json.dumps(result, indent=2))
+"""
+RUN = """import sys
+from tcvae.cli import main
+for stage in ("train", "evaluate"):     # one process for both: a process start costs seconds
+    try:
+        main(["stage", stage, "--params", "params.yaml", *sys.argv[1:]])
+    except SystemExit as e:
+        if e.code not in (0, None):
+            print(f"[{stage} failed]")
+            raise
+"""
 
 
 def environment() -> list[str]:
-    """The packages that `tcvae stage train | evaluate` need and this Python cannot import, named as pip names them."""
-    missing = []
-    for module, package in NEEDED.items():
-        try:
-            importlib.import_module(module)
-        except Exception as e:          # ImportError, or a wheel that does not fit (pydantic_core's version check)
-            missing.append(f"{package} ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})")
+    """The packages that `tcvae stage train | evaluate` need and this Python lacks, named as pip names them
+    (found without importing them: torch alone takes seconds to import on a busy machine)."""
+    import importlib.util
+
+    missing = [package for module, package in NEEDED.items() if importlib.util.find_spec(module) is None]
+    if not missing:
+        try:        # found is not enough for the carried ones: pydantic checks pydantic_core's version on import
+            importlib.import_module("pydantic")
+        except Exception as e:
+            missing.append(f"a pydantic that imports ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})")
     return missing
 
 
@@ -188,23 +231,30 @@ def write_archive(out: Path, work: Path, done: list[tuple], meta: dict[str, Any]
 
 
 def train_and_evaluate(job: Job, work: Path, run: tuple) -> dict[str, Any]:
-    """One run: `tcvae stage train` then `tcvae stage evaluate`; what happened and how long each took."""
+    """One run, `tcvae stage train` then `tcvae stage evaluate` in one process: what happened, the seconds of each
+    (as the stages timed themselves), and MIG."""
     from tcvae.results import beta_name
 
     dataset, method, beta, seed = run
-    coords = ["--params", "params.yaml", "--dataset", dataset, "--method", method, "--beta", beta_name(beta),
-              "--seed", str(seed)]
-    result: dict[str, Any] = {"run": run}
+    coords = ["--dataset", dataset, "--method", method, "--beta", beta_name(beta), "--seed", str(seed)]
+    code, seconds, tail = job.command(["-c", RUN, *coords], work, _label(run))
+    result: dict[str, Any] = {"run": run, "seconds": seconds}
     for stage in ("train", "evaluate"):
-        code, seconds, tail = job.command(["-m", "tcvae", "stage", stage, *coords], work)
-        result[stage] = seconds
-        if code != 0:
-            result["failed"] = f"{stage}: " + ("killed at the deadline" if code == 124 else
-                                               f"rc {code}: {(tail.strip().splitlines() or [''])[-1][:160]}")
-            return result
+        timing = work / "data/timings" / _rel(run) / f"{stage}.json"
+        result[stage] = json.loads(timing.read_text())["seconds"] if timing.is_file() else None
+    if code != 0:
+        stage = "evaluate" if (work / "data/runs" / _rel(run) / "model.pt").is_file() else "train"
+        result["failed"] = f"{stage}: " + ("killed at the deadline" if code == 124 else
+                                           f"rc {code}: {_last_line(tail)}")
+        return result
     ev = json.loads((work / "data/runs" / _rel(run) / "eval.json").read_text())
     result["mig"] = ev.get("mig", {}).get("score")
     return result
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip() and not line.startswith("[")]
+    return (lines[-1] if lines else "")[:200]
 
 
 def _rel(run: tuple) -> Path:
@@ -238,12 +288,10 @@ def main() -> int:
         lines.append("  carry them as wheels: run scripts/gpu-wheels.sh where pip has a registry, carry .whl")
         summary(final=True)
         return 3
-    import torch
     import yaml
 
     from stages.params import load_params
     from stages.runs import sweep_runs
-    from tcvae.train import pick_device, resolve_precision, total_steps
 
     work = Path(os.environ.get("TCVAE_GPU_WORK") or tempfile.mkdtemp(prefix="tcvae-gpu-job."))
     work.mkdir(parents=True, exist_ok=True)
@@ -254,36 +302,29 @@ def main() -> int:
         lines.append(f"params {params_path} refused:\n{e}")
         summary(final=True)
         return 2
-    device = pick_device(p.compute.device)
-    precision = resolve_precision(p.train.precision, device)
-    job.log(f"budget {budget:.0f} s, params {params_path}{' (tiny rehearsal)' if tiny else ''}, work {work}, "
-            f"device {device}, precision {precision}, torch {torch.__version__}")
+    job.log(f"budget {budget:.0f} s, params {params_path}{' (tiny rehearsal)' if tiny else ''}, work {work}")
 
-    # --- data first (its sizes shape the probe), then the probe: both bounded by the budget
-    for stage in ("download", "preprocess"):
-        code, _, tail = job.command(["-m", "tcvae", "stage", stage, "--params", "params.yaml",
-                                     *sum((["--dataset", d] for d in p.sweep.datasets), [])], work)
-        if code != 0:
-            lines.append(f"{stage} FAILED (rc {code}): {(tail.strip().splitlines() or [''])[-1][:200]}; see job.log")
-            summary(final=True)
-            return 1
-    from tcvae import data as tdata
-
-    sizes = {d: len(tdata.load(work / "data/processed" / f"{d}.h5")) for d in p.sweep.datasets}
-    n = max(sizes.values())
-    shape = {"batch": p.train.batch_size, "latents": p.train.latents, "width": p.train.mlp_width, "n": n}
-    code, seconds, tail = job.command(
-        ["-c", f"import json, torch, tcvae.probe as p; r = p.probe(p.Shape(**{shape!r}), torch.device('{device}'), "
-               f"'{precision}', steps={3 if tiny else 20}); open({str(out / 'probe.json')!r}, 'w').write(json.dumps(r, indent=2))"],
-        ROOT, limit=min(PROBE_LIMIT_S, max(job.left(), 1)))
+    # --- the probe (on the device) and the data (on the CPU) at once, the probe bounded to PROBE_LIMIT_S
+    probing = job.spawn(["-c", PROBE, str(out / "probe.json"), "3" if tiny else "20"], work)
+    probe_started = time.monotonic()
+    code, _, tail = job.command(["-c", PREPARE], work, "download + preprocess")
+    if code != 0:
+        os.killpg(probing.pid, signal.SIGKILL)
+        lines.append(f"download + preprocess FAILED (rc {code}): {_last_line(tail)}; see job.log")
+        summary(final=True)
+        return 1
+    prepared = json.loads(tail.strip().splitlines()[-1])
+    sizes, steps = prepared["sizes"], prepared["steps"]
+    code, seconds, tail = job.finish(probing, "probe", limit=PROBE_LIMIT_S - (time.monotonic() - probe_started))
     probe = json.loads((out / "probe.json").read_text()) if code == 0 and (out / "probe.json").is_file() else {}
     if not probe:
-        (out / "probe.json").write_text(json.dumps({"failed": f"rc {code} after {seconds:.0f} s", "tail": tail[-1500:]}))
+        (out / "probe.json").write_text(json.dumps({"failed": f"rc {code}", "tail": tail[-1500:]}, indent=2) + "\n")
+    precision = probe.get("precision", "?")
     parallel = probe.get("concurrency", {}).get("parallel", 1)
     speedup = probe.get("concurrency", {}).get("two_at_once_speedup", 1.0)
-    estimates = Estimates(probe, precision, n, slowdown=parallel / speedup if parallel > 1 else 1.0)
-    lines.append(_device_line(probe, device, precision, parallel))
-    lines.extend(_probe_lines(probe, precision, seconds if not probe else None))
+    estimates = Estimates(probe, precision, max(sizes.values()), slowdown=parallel / speedup if parallel > 1 else 1.0)
+    lines.append(_device_line(probe, parallel))
+    lines.extend(_probe_lines(probe, time.monotonic() - probe_started if not probe else None))
 
     # --- the runs, in order, each started only when its estimate fits the time left
     meta = {"params": params_path.name, "tiny": tiny, "budget_s": budget, "commit": commit(),
@@ -292,7 +333,6 @@ def main() -> int:
     pending = list(sweep_runs(p.sweep))
     done: list[tuple] = []
     results: list[dict[str, Any]] = []
-    steps = {d: total_steps(p.train, sizes[d]) for d in sizes}
     running: dict[Future, tuple] = {}
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         while pending or running:
@@ -315,7 +355,8 @@ def main() -> int:
                 if "failed" in r:
                     continue
                 done.append(run)
-                estimates.train_measured[run[1]] = r["train"] / steps[run[0]]
+                # the whole process per step (start, data, saving included), and evaluation with its share of the start
+                estimates.train_measured[run[1]] = (r["seconds"] - r["evaluate"]) / steps[run[0]]
                 estimates.evaluate_measured = r["evaluate"]
                 meta["runs"] = [_label(x) for x in done]
                 size = write_archive(out, work, done, meta)
@@ -352,27 +393,27 @@ def _run_lines(results: list[dict[str, Any]], not_started: int, budget: float, u
     return lines
 
 
-def _device_line(probe: dict[str, Any], device: Any, precision: str, parallel: int) -> str:
-    name = probe.get("device_name") or str(device)
+def _device_line(probe: dict[str, Any], parallel: int) -> str:
+    name = probe.get("device_name") or probe.get("device", "?")
     return (f"device: {name} (torch {probe.get('torch', '?')}, CUDA {probe.get('cuda')}, Triton "
-            f"{probe.get('triton')}), runs in {precision}, {parallel} at a time")
+            f"{probe.get('triton')}), runs in {probe.get('precision', '?')}, {parallel} at a time")
 
 
-def _probe_lines(probe: dict[str, Any], precision: str, failed_after: float | None) -> list[str]:
+def _probe_lines(probe: dict[str, Any], failed_after: float | None) -> list[str]:
     if failed_after is not None:
         return [f"probe FAILED after {failed_after:.0f} s (see probe.json, job.log); runs estimated without it"]
     rates = probe["seconds_per_step"]
     steps = ", ".join(f"{p} VAE {1e3 * rates['vae'][p]:.2f} / β-TCVAE {1e3 * rates['tcvae'][p]:.2f} ms"
                       for p in rates["vae"])
-    lines = [f"probe ({probe['seconds']:.0f} s): steps {steps}; β-TCVAE / VAE {probe['tcvae_over_vae']:.2f}× in {precision}"]
+    lines = [f"probe ({probe['seconds']:.0f} s): steps {steps}; β-TCVAE / VAE {probe['tcvae_over_vae']:.2f}× in {probe['precision']}"]
     f = probe["fused_log_qz"]
     if "skipped" in f:
         lines.append(f"  fused log q(z): skipped ({f['skipped']})")
     elif f.get("best"):
         b = f["best"]
+        warps = "" if b["warps"] is None else f", {b['warps']} warps"
         lines.append(f"  fused log q(z) fwd+bwd {b['fwd_bwd_ms']:.3f} ms (fwd {b['fwd_ms']:.3f}) at {b['block_i']}×"
-                     f"{b['block_j']}{'' if b['warps'] is None else f', {b['warps']} warps'}; materialised "
-                     f"{f['materialised_fwd_bwd_ms']:.3f} ms")
+                     f"{b['block_j']}{warps}; materialised {f['materialised_fwd_bwd_ms']:.3f} ms")
     else:
         lines.append("  fused log q(z): NO tile choice matched the materialised way (see probe.json)")
     c = probe.get("concurrency", {})

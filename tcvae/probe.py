@@ -182,8 +182,8 @@ def concurrency(shape: Shape, device: torch.device, precision: str, seconds_per_
 def probe(shape: Shape, device: torch.device, precision: str, steps: int = 20) -> dict[str, Any]:
     """Everything above, as one JSON-able dict (probe.json); `precision` is the runs' resolved one."""
     start = time.perf_counter()
-    out: dict[str, Any] = {"device": device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
-                           "shape": shape.__dict__}
+    out: dict[str, Any] = {"device": device.type, "precision": precision, "torch": torch.__version__,
+                           "cuda": torch.version.cuda, "shape": shape.__dict__}
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
         out["capability"] = list(torch.cuda.get_device_capability(device))
