@@ -116,8 +116,8 @@ from tcvae.train import pick_device, resolve_precision
 p = load_params(Path("params.yaml"))
 device = pick_device(p.compute.device)
 shape = probe.Shape(p.train.batch_size, p.train.latents, p.train.mlp_width, 737_280)   # N enters the weights alone
-result = probe.probe(shape, device, resolve_precision(p.train.precision, device), steps=int(sys.argv[2]))
-Path(sys.argv[1]).write_text(json.dumps(result, indent=2))
+save = lambda result: Path(sys.argv[1]).write_text(json.dumps(result, indent=2))    # after each part
+probe.probe(shape, device, resolve_precision(p.train.precision, device), steps=int(sys.argv[2]), save=save)
 """
 RUN = """import sys
 from tcvae.cli import main
@@ -316,8 +316,15 @@ def main() -> int:
     prepared = json.loads(tail.strip().splitlines()[-1])
     sizes, steps = prepared["sizes"], prepared["steps"]
     code, seconds, tail = job.finish(probing, "probe", limit=PROBE_LIMIT_S - (time.monotonic() - probe_started))
-    probe = json.loads((out / "probe.json").read_text()) if code == 0 and (out / "probe.json").is_file() else {}
-    if not probe:
+    try:        # a probe stopped at its limit has saved what it measured by then
+        probe = json.loads((out / "probe.json").read_text()) if (out / "probe.json").is_file() else {}
+    except ValueError:
+        probe = {}
+    if code != 0:
+        probe["stopped"] = f"rc {code}" + (f" (at its {PROBE_LIMIT_S} s limit)" if code == 124 else "")
+        (out / "probe.json").write_text(json.dumps(probe, indent=2) + "\n")
+    if "seconds_per_step" not in probe:
+        probe = {}
         (out / "probe.json").write_text(json.dumps({"failed": f"rc {code}", "tail": tail[-1500:]}, indent=2) + "\n")
     precision = probe.get("precision", "?")
     parallel = probe.get("concurrency", {}).get("parallel", 1)
@@ -406,7 +413,9 @@ def _probe_lines(probe: dict[str, Any], failed_after: float | None) -> list[str]
     steps = ", ".join(f"{p} VAE {1e3 * rates['vae'][p]:.2f} / β-TCVAE {1e3 * rates['tcvae'][p]:.2f} ms"
                       for p in rates["vae"])
     lines = [f"probe ({probe['seconds']:.0f} s): steps {steps}; β-TCVAE / VAE {probe['tcvae_over_vae']:.2f}× in {probe['precision']}"]
-    f = probe["fused_log_qz"]
+    if "stopped" in probe:
+        lines.append(f"  the probe was stopped ({probe['stopped']}): parts not reached are missing")
+    f = probe.get("fused_log_qz", {"skipped": "not reached"})
     if "skipped" in f:
         lines.append(f"  fused log q(z): skipped ({f['skipped']})")
     elif f.get("best"):

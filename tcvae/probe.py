@@ -180,8 +180,10 @@ def concurrency(shape: Shape, device: torch.device, precision: str, seconds_per_
             "seconds_per_step_each": per_step}
 
 
-def probe(shape: Shape, device: torch.device, precision: str, steps: int = 20) -> dict[str, Any]:
-    """Everything above, as one JSON-able dict (probe.json); `precision` is the runs' resolved one."""
+def probe(shape: Shape, device: torch.device, precision: str, steps: int = 20,
+          save: Callable[[dict[str, Any]], None] = lambda result: None) -> dict[str, Any]:
+    """Everything above, as one JSON-able dict (probe.json); `precision` is the runs' resolved one. `save` is
+    called with the result so far after each part, so that a probe stopped at its time limit still tells."""
     start = time.perf_counter()
     out: dict[str, Any] = {"device": device.type, "precision": precision, "torch": torch.__version__,
                            "cuda": torch.version.cuda, "shape": shape.__dict__}
@@ -193,11 +195,16 @@ def probe(shape: Shape, device: torch.device, precision: str, steps: int = 20) -
         out["triton"] = triton.__version__
     except ImportError:
         out["triton"] = None
-    out["fused_log_qz"] = fused_kernel(shape, device)
-    out["seconds_per_step"] = rates = step_rates(shape, device, steps)
+    out["seconds_per_step"] = rates = step_rates(shape, device, steps)     # first: what the estimates need
     base = rates["vae"].get(precision, rates["vae"]["fp32"])
     tc = rates["tcvae"].get(precision, rates["tcvae"]["fp32"])
     out["tcvae_over_vae"] = round(tc / base, 3)
+    out["seconds"] = round(time.perf_counter() - start, 2)
+    save(out)
     out["concurrency"] = concurrency(shape, device, precision, tc)
     out["seconds"] = round(time.perf_counter() - start, 2)
+    save(out)
+    out["fused_log_qz"] = fused_kernel(shape, device)
+    out["seconds"] = round(time.perf_counter() - start, 2)
+    save(out)
     return out
