@@ -13,13 +13,15 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export OUT=${OUT:-$ROOT/gpu-sweep-out}
 BUDGET=${TCVAE_GPU_BUDGET_S:-480}
+export TCVAE_GPU_START=$(date +%s.%N)      # the budget counts from here: the wheels' install is in it
 export TCVAE_GPU_BUDGET_S=$BUDGET PYTHONUNBUFFERED=1 DVC_NO_ANALYTICS=1 COLUMNS=150
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 
 # Carried wheels (.whl/, made by scripts/gpu-wheels.sh) only where a package is missing, as on the GPU machine.
 if [ -d "$ROOT/.whl" ] && ls "$ROOT"/.whl/*.whl >/dev/null 2>&1 && \
-        ! "$PY" -c "import pydantic, typer, rich, yaml, h5py, scipy, sklearn" 2>/dev/null; then
+        ! "$PY" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in
+            ('pydantic', 'pydantic_core', 'annotated_types', 'typing_inspection', 'typer', 'rich', 'yaml', 'h5py')))"; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/tcvae-site \
         "$ROOT"/.whl/*.whl >>"$OUT/job.log" 2>&1 || echo "install of carried wheels FAILED (see job.log)"
     export PYTHONPATH="/tmp/tcvae-site${PYTHONPATH:+:$PYTHONPATH}"
@@ -27,7 +29,7 @@ fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 command -v nvidia-smi >/dev/null && nvidia-smi >>"$OUT/job.log" 2>&1
 
-cd "$ROOT" && timeout -k 1 $((${BUDGET%.*} + 28)) "$PY" -m stages.gpu_job
+cd "$ROOT" && timeout -k 1 $((${BUDGET%.*} + 28 - SECONDS)) "$PY" -m stages.gpu_job
 rc=$?
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
     echo "the job was stopped at its budget + 28 s; the summary written so far:"

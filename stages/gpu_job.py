@@ -8,6 +8,7 @@ No DVC: the stages run as `python -m tcvae stage …` in a work folder. Environm
   TCVAE_GPU_TINY=1     the rehearsal: the same steps on the CPU at tiny sizes
   TCVAE_GPU_WORK       the work folder (default: a fresh one under /tmp)
   TCVAE_COMMIT         the commit the working tree is (for provenance, where the tree has no .git)
+  TCVAE_GPU_START      when the budget began (Unix time; the script sets it), else when the driver started
 
 Files in $OUT: results.tar.gz (the result set so far: runs/…/{eval.json, history.csv, figures.h5},
 timings/…, params.yaml, job.json; `tcvae results export NAME --from results.tar.gz` ships it), probe.json,
@@ -50,7 +51,9 @@ class Job:
     """The job's clock, log and summary."""
 
     def __init__(self, out: Path, budget: float):
-        self.out, self.budget, self.start = out, budget, time.monotonic()
+        # from TCVAE_GPU_START (the script's start, Unix time) when given: the wheels' install counts too
+        since = time.time() - float(os.environ.get("TCVAE_GPU_START") or time.time())
+        self.out, self.budget, self.start = out, budget, time.monotonic() - max(since, 0.0)
         self.deadline = self.start + budget
         self.lock = threading.Lock()
         out.mkdir(parents=True, exist_ok=True)

@@ -77,8 +77,10 @@ def test_rehearsal_keeps_its_budget_and_returns_at_most_8_files(rehearsal):
     with tarfile.open(out / "results.tar.gz") as tar:
         names = tar.getnames()
     job = json.loads(tarfile.open(out / "results.tar.gz").extractfile("job.json").read())
-    assert job["runs"][0] == "dsprites tcvae β=6 seed 0"                                       # issue 21's first
-    assert "runs/dsprites/tcvae/beta6/seed0/eval.json" in names and "timings/dsprites/tcvae/beta6/seed0/train.json" in names
+    order = ["dsprites tcvae β=6 seed 0", "dsprites betavae β=6 seed 0", "dsprites tcvae β=4 seed 0"]
+    assert job["runs"][0] in order[:2]          # issue 21's first; the second if the first's estimate did not fit
+    first = "dsprites/" + job["runs"][0].split()[1] + "/beta" + job["runs"][0].split("=")[1].split()[0] + "/seed0"
+    assert f"runs/{first}/eval.json" in names and f"timings/{first}/train.json" in names
     assert not [n for n in names if n.endswith(".pt")]                                        # never a model
     assert f"runs: {len(job['runs'])} done" in printed and "not started" in printed          # the budget stopped it
 
@@ -92,7 +94,7 @@ def test_the_jobs_result_set_is_exported_and_redrawn_in_a_fresh_clone(rehearsal,
     shipped = origin / "data/results/gpu-tiny"
     prov = json.loads((shipped / "provenance.json").read_text())
     assert len(prov["runs"]) == len(job["runs"])
-    entry = prov["runs"]["dsprites/tcvae/beta6/seed0"]
+    entry = prov["runs"][sorted(prov["runs"])[0]]
     assert entry["train"]["device"] == "cpu" and entry["gpu_job"]["code_sha256"] == job["code_sha256"]
     assert entry["commit"]                                  # the job's, or this checkout's when it had none
     again = tcvae("results", "export", "gpu-tiny", "--from", out / "results.tar.gz", "--add", cwd=origin)
