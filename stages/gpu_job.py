@@ -174,12 +174,16 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-def commit() -> str | None:
+def commit() -> tuple[str | None, bool | None]:
+    """The working tree's commit and whether tracked files differ from it (None: not known, as where the
+    tree travelled without .git and the commit comes from TCVAE_COMMIT)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
     try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
+        return git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no") != ""
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("TCVAE_COMMIT") or None
+        return os.environ.get("TCVAE_COMMIT") or None, None
 
 
 class Estimates:
@@ -337,7 +341,8 @@ def main() -> int:
     lines.extend(_probe_lines(probe, time.monotonic() - probe_started if not probe else None))
 
     # --- the runs, in order, each started only when its estimate fits the time left
-    meta = {"params": params_path.name, "tiny": tiny, "budget_s": budget, "commit": commit(),
+    head, dirty = commit()
+    meta = {"params": params_path.name, "tiny": tiny, "budget_s": budget, "commit": head, "uncommitted_changes": dirty,
             "code_sha256": code_digest(), "precision": precision, "parallel": parallel,
             "probe": {k: probe.get(k) for k in ("device_name", "torch", "cuda", "triton", "tcvae_over_vae")}}
     pending = list(sweep_runs(p.sweep))

@@ -144,8 +144,8 @@ def _ship_job(name: str, folder: Path, add: bool, force: bool) -> None:
             raise ValueError("not an object")
     except ValueError as e:
         raise UserError(f"--from: job.json is not the job's record ({e})") from None
-    commit, dirty = job.get("commit"), None
-    if commit is None:      # the tree travelled without .git: name this checkout's commit if its code is the job's
+    commit, dirty = job.get("commit"), job.get("uncommitted_changes")
+    if commit is None:      # the tree travelled without .git: this checkout's commit, dirty unless its code is the job's
         from stages.gpu_job import code_digest
 
         commit, dirty = _git_commit()
