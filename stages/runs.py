@@ -68,7 +68,13 @@ def _cpu_name() -> str:
 
 def sweep_runs(sweep: SweepParams) -> list[tuple[str, str, float, int]]:
     """The sweep's runs (dataset, method, β, seed): per data set, each method's weights as listed, each seed.
+    With `sweep.order`, seed by seed: that seed's ordered (method, weight) pairs first, then its other runs.
     Every stage, command and plan that walks the sweep takes its runs from here."""
+    if sweep.order:
+        pairs = [tuple(p) for p in sweep.order]
+        pairs += [(m, b) for m in sweep.methods for b in sweep.betas[m] if (m, b) not in pairs]
+        return [(dataset, method, beta, seed) for seed in sweep.seeds for method, beta in pairs
+                for dataset in sweep.datasets]
     return [(dataset, method, beta, seed) for dataset in sweep.datasets for method in sweep.methods
             for beta in sweep.betas[method] for seed in sweep.seeds]
 

@@ -208,6 +208,9 @@ class SweepParams(Strict):
     datasets: Annotated[list[str], Field(min_length=1)]
     betas: dict[Method, list[Weight]]
     seeds: Annotated[list[Seed], Field(min_length=1)]
+    # Optional priority list of (method, weight) pairs for jobs that may not finish the sweep (the GPU job,
+    # stages.gpu_job): each seed's runs in this order, seed by seed. DVC ignores it; every pair must be a run.
+    order: list[Annotated[tuple[Method, Weight], Field(strict=False)]] = []
 
     @field_validator("datasets", "seeds")
     @classmethod
@@ -229,6 +232,15 @@ class SweepParams(Strict):
                 if isinstance(b, float) and b.is_integer():
                     raise ValueError(f"{method}: write {b!r} as {int(b)}: runs are named beta{int(b)}")
         return betas
+
+    @model_validator(mode="after")
+    def _order_names_runs(self):
+        for method, weight in self.order:
+            if weight not in self.betas.get(method, []):
+                raise ValueError(f"order: [{method}, {weight}] is not a run of the sweep ({method}'s weights: "
+                                 f"{self.betas.get(method) or 'none'})")
+        _unique("order entry", [tuple(pair) for pair in self.order])
+        return self
 
     @property
     def methods(self) -> list[str]:

@@ -86,7 +86,7 @@ def test_faces_from_the_authors_file(project, tmp_path):
     assert (ds.uint8([7000])[0, 0] == renders.reshape(-1, 64, 64)[7000].numpy()).all()
 
 
-@pytest.mark.parametrize("name", ["params.yaml", "params-paper.yaml"])
+@pytest.mark.parametrize("name", ["params.yaml", "params-paper.yaml", "params-gpu.yaml"])
 def test_shipped_params_are_valid(name):
     from stages.params import load_params
     from tests.conftest import ROOT
