@@ -18,7 +18,6 @@ job.log, summary.txt. The last lines printed are the summary.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import shutil
@@ -333,6 +332,9 @@ def main() -> int:
     if "seconds_per_step" not in probe:
         probe = {}
         (out / "probe.json").write_text(json.dumps({"failed": f"rc {code}", "tail": tail[-1500:]}, indent=2) + "\n")
+    best = probe.get("fused_log_qz", {}).get("best")
+    if best:                # every run launches the probe's fastest correct tile (tcvae.fused reads it at import)
+        os.environ["TCVAE_FUSED_TILES"] = f"{best['block_i']},{best['block_j']},{best['warps']}"
     precision = probe.get("precision", "?")
     parallel = probe.get("concurrency", {}).get("parallel", 1)
     speedup = probe.get("concurrency", {}).get("two_at_once_speedup", 1.0)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tcvae.errors import UserError
 from tcvae.estimators import LOG_2PI, Estimator, importance_weights
 
 try:
@@ -65,7 +66,19 @@ class Tiles:
                 raise ValueError(f"fused.Tiles.{name} = {value!r}: must be one of {', '.join(map(str, allowed))}")
 
 
-TILES = Tiles()   # what log_qz_fused launches unless given another; the probe may replace it
+def _tiles_from_env() -> Tiles:
+    """TCVAE_FUSED_TILES="rows,cols,warps" (the GPU job sets it to its probe's fastest correct choice), else
+    the default."""
+    spec = os.environ.get("TCVAE_FUSED_TILES")
+    if not spec:
+        return Tiles()
+    try:
+        return Tiles(*(int(v) for v in spec.split(",")))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"TCVAE_FUSED_TILES={spec!r}: give rows,cols,warps, e.g. 8,8,4 ({e})") from None
+
+
+TILES = _tiles_from_env()   # what log_qz_fused launches unless given another
 
 
 def available(device: torch.device) -> bool:

@@ -12,20 +12,18 @@ Times are wall seconds (ms where named so); on the CPU the fused kernel is skipp
 
 from __future__ import annotations
 
-import contextlib
 import math
 import subprocess
 import sys
 import time
-import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-TILES = [(16, 16), (8, 16), (16, 32), (32, 16), (8, 8)]     # (rows, columns) of a fused tile; 32×32 spills
-WARPS = [4, 8]
+CHOICES = [(8, 8, 4), (8, 8, 2), (16, 16, 4), (16, 16, 8), (8, 16, 4), (16, 32, 8)]   # fused.Tiles (rows, cols, warps);
+                                                                                      # 32×32 tiles spill
 
 
 @dataclass(frozen=True)
@@ -79,74 +77,37 @@ def fused_kernel(shape: Shape, device: torch.device) -> dict[str, Any]:
     out: dict[str, Any] = {"batch": b, "latents": d,
                            "materialised_fwd_bwd_ms": 1e3 * _median_seconds(lambda: both(obj.log_qz_materialised), device, 5),
                            "choices": []}
-    saved = fused.BLOCK_I, fused.BLOCK_J, getattr(fused, "NUM_WARPS", None)
-    warps = WARPS if hasattr(fused, "NUM_WARPS") else [None]      # tcvae.fused picks its warps where it has none
-    try:
-        for (bi, bj) in TILES:
-            for w in warps:
-                fused.BLOCK_I, fused.BLOCK_J = bi, bj
-                if w is not None:
-                    fused.NUM_WARPS = w
-                row: dict[str, Any] = {"block_i": bi, "block_j": bj, "warps": w}
-                try:
-                    got = both(fused.log_qz_fused)
-                    row["max_rel_diff"] = max(float(((a - r).abs() / (r.abs() + 1e-6)).max()) for a, r in zip(got, reference))
-                    row["fwd_ms"] = 1e3 * _median_seconds(lambda: fused.log_qz_fused(z, mu, lv, shape.n), device, 20)
-                    row["fwd_bwd_ms"] = 1e3 * _median_seconds(lambda: both(fused.log_qz_fused), device, 20)
-                except Exception as e:      # a choice that does not compile or run is a finding, not a failure
-                    row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-                out["choices"].append(row)
-    finally:
-        fused.BLOCK_I, fused.BLOCK_J = saved[0], saved[1]
-        if saved[2] is not None:
-            fused.NUM_WARPS = saved[2]
+    for rows, cols, warps in CHOICES:
+        tiles = fused.Tiles(rows, cols, warps)
+        row: dict[str, Any] = {"block_i": rows, "block_j": cols, "warps": warps}
+        run = lambda *a: fused.log_qz_fused(*a, tiles=tiles)      # noqa: E731
+        try:
+            got = both(run)
+            row["max_rel_diff"] = max(float(((a - r).abs() / (r.abs() + 1e-6)).max()) for a, r in zip(got, reference))
+            row["fwd_ms"] = 1e3 * _median_seconds(lambda: run(z, mu, lv, shape.n), device, 20)
+            row["fwd_bwd_ms"] = 1e3 * _median_seconds(lambda: both(run), device, 20)
+        except Exception as e:      # a choice that does not compile or run is a finding, not a failure
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        out["choices"].append(row)
     good = [c for c in out["choices"] if c.get("max_rel_diff", math.inf) < 1e-3]
     out["best"] = min(good, key=lambda c: c["fwd_bwd_ms"]) if good else None
     return out
 
 
 def _fit_like_steps(method: str, precision: str, shape: Shape, device: torch.device, steps: int) -> float:
-    """Seconds per training step of `method`, stepped as `fit` steps (deterministic algorithms on, batches
-    gathered on the device by `batch_indices`, loss terms left on the device), synchronised only at the end.
-    The step function is `tcvae.train._step`: the one seam to switch when the shared Trainer step lands."""
-    from tcvae.data import Dataset
-    from tcvae.models import VAE
-    from tcvae.train import _step as train_step, batch_indices, matmul_precision
+    """Seconds per training step of `method` ("vae": β-VAE's loss, or "tcvae"), stepped by `fit`'s own step
+    (tcvae.bench's timing of tcvae.train.Trainer: deterministic mode, batches served on the device, one sync per
+    call), after a warm-up."""
+    from tcvae.bench import _step_fn
 
-    torch.manual_seed(0)
-    n = 4 * shape.batch          # random bit images; the step's cost does not depend on their content
-    stored = np.packbits(np.random.default_rng(0).integers(0, 2, (n, 4096), dtype=np.uint8), axis=1)
-    batches = Dataset("probe", stored, (1, 64, 64), True, None, None, (), (), (), "procedural").to(device)
-    model = VAE("mlp", shape.latents, 1, shape.width).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, **({"fused": True} if device.type == "cuda" else {}))
-    noise = torch.Generator(device).manual_seed(0)
-    cfg = types.SimpleNamespace(estimator="mss", alpha=1.0, gamma=1.0,
-                                anneal=types.SimpleNamespace(beta_warmup_steps=0, dimwise_kl_steps=0))
-    loss = "tcvae" if method == "tcvae" else "betavae"
-
-    def run(k: int) -> None:
-        for step in range(k):
-            x = batches.batch(batch_indices(step, n, shape.batch, 0), device)
-            train_step(model, opt, None, None, x, shape.n, cfg, loss, 4.0, step, noise, False, precision)
-
-    with matmul_precision(precision, device), _deterministic():
-        run(2)                  # warm-up: kernels compiled, allocator filled
-        _sync(device)
-        start = time.perf_counter()
-        run(steps)
-        _sync(device)
-        return (time.perf_counter() - start) / steps
-
-
-@contextlib.contextmanager
-def _deterministic():
-    """As `fit` runs: deterministic algorithms on (restored after)."""
-    was = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
+    run, per_call = _step_fn("tcvae" if method == "tcvae" else "betavae", "mss", shape.latents, shape.batch, shape.n,
+                             device, precision, width=shape.width)
+    run()                       # warm-up: kernels compiled, allocator filled
+    calls = max(1, steps // per_call)
+    start = time.perf_counter()
+    for _ in range(calls):
+        run()
+    return (time.perf_counter() - start) / (calls * per_call)
 
 
 def step_rates(shape: Shape, device: torch.device, steps: int) -> dict[str, dict[str, float]]:
