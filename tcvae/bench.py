@@ -125,7 +125,8 @@ def _step_fn(method: str, estimator: str, latents: int, x, n: int, dev, precisio
     disc_opt = torch.optim.Adam(disc.parameters(), 1e-4, **fused) if disc else None
     noise = torch.Generator(dev).manual_seed(0)
     cfg = types.SimpleNamespace(estimator=estimator, alpha=1.0, gamma=1.0,
-                                anneal=types.SimpleNamespace(beta_warmup_steps=0, dimwise_kl_steps=0))
+                                anneal=types.SimpleNamespace(beta_warmup_steps=0, dimwise_kl_steps=0),
+                                capacity=types.SimpleNamespace(max=25.0, steps=100_000))
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def step():

@@ -230,6 +230,8 @@ def _step(model, opt, disc, disc_opt, x, n, cfg, method, beta, step, noise, log:
             loss = obj.betavae_loss(terms, beta * warm)
         elif method == "tcvae":
             loss = obj.tcvae_loss(terms, cfg.alpha, beta * warm, cfg.gamma * ramp)
+        elif method == "annealedvae":
+            loss = obj.annealedvae_loss(terms, beta * warm, obj.capacity(step, cfg.capacity.max, cfg.capacity.steps))
         else:
             tc_estimate = obj.factorvae_tc(disc, terms["z"])
             loss = obj.betavae_loss(terms, 1.0) + beta * warm * tc_estimate

@@ -55,14 +55,14 @@ def test_same_seed_same_weights(prepared, method):
     assert model.encode(torch.rand(2, 1, 64, 64))[0].shape == (2, 4)
 
 
-def start_training(folder):
+def start_training(folder, run=RUN):
     env = {**os.environ, "PYTHONPATH": python_path()}
-    return subprocess.Popen([sys.executable, "-m", "tcvae", "stage", "train", *RUN], cwd=folder, env=env,
+    return subprocess.Popen([sys.executable, "-m", "tcvae", "stage", "train", *run], cwd=folder, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_checkpoint(folder, proc):
-    ckpt = folder / RUN_DIR / "checkpoint.pt"
+def wait_for_checkpoint(folder, proc, run_dir=RUN_DIR):
+    ckpt = folder / run_dir / "checkpoint.pt"
     deadline = time.monotonic() + 120
     while not ckpt.exists():
         assert proc.poll() is None, proc.stderr.read()
