@@ -53,7 +53,7 @@ FIELDS = ["setting", "images", "steps", "batch_size", "beta", "method", "seed", 
 def params(name: str) -> dict:
     data, train, beta = SETTINGS[name]
     return {"data": {"d": data}, "train": {**TRAIN, **train},
-            "sweep": {"datasets": ["d"], "betas": {"betavae": [beta], "tcvae": [beta], "factorvae": []},
+            "sweep": {"datasets": ["d"], "betas": {"betavae": [beta], "tcvae": [beta], "factorvae": [], "annealedvae": []},
                       "seeds": list(SEEDS)},
             "evaluate": EVALUATE, "figures": {}, "plot": {}, "compute": {"device": "cpu"}}
 

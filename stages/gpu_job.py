@@ -193,8 +193,8 @@ class Estimates:
         rates = probe.get("seconds_per_step", {})
         vae = rates.get("vae", {}).get(precision) or rates.get("vae", {}).get("fp32")
         tc = rates.get("tcvae", {}).get(precision) or rates.get("tcvae", {}).get("fp32")
-        # FactorVAE is not probed: its step measured 1.9× a VAE step (README, Speed)
-        self.step = {"betavae": vae, "tcvae": tc, "factorvae": 2 * vae if vae else None}
+        # FactorVAE is not probed: its step measured 1.9× a VAE step (README, Speed); AnnealedVAE steps as the VAE
+        self.step = {"betavae": vae, "annealedvae": vae, "tcvae": tc, "factorvae": 2 * vae if vae else None}
         self.train_measured: dict[str, float] = {}     # method → seconds per step, as measured
         self.evaluate_measured: float | None = None
         self.n, self.slowdown = n, slowdown
@@ -271,7 +271,7 @@ def _rel(run: tuple) -> Path:
 def _label(run: tuple) -> str:
     from tcvae.results import beta_name
     dataset, method, beta, seed = run
-    return f"{dataset} {method} {'γ' if method == 'factorvae' else 'β'}={beta_name(beta)} seed {seed}"
+    return f"{dataset} {method} {'γ' if method in ('factorvae', 'annealedvae') else 'β'}={beta_name(beta)} seed {seed}"
 
 
 def main() -> int:

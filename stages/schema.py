@@ -141,7 +141,7 @@ DataSpec = Annotated[Union[DspritesData, FacesData, CelebaData, Shapes3dData], F
 # ---- train, sweep, compute ----
 
 Arch = Literal["mlp", "conv"]
-Method = Literal["betavae", "tcvae", "factorvae"]
+Method = Literal["betavae", "tcvae", "factorvae", "annealedvae"]
 
 
 class Anneal(Strict):
@@ -155,6 +155,20 @@ class DiscriminatorParams(Strict):
     lr: PositiveFloat = 1e-4
     betas: Annotated[tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]],
                      Field(strict=False)] = (0.5, 0.9)
+
+
+class Capacity(Strict):
+    """AnnealedVAE's capacity C (Burgess et al. 2018): raised linearly from 0 to `max` nats over `steps` steps, then
+    held. Defaults: disentanglement_lib's AnnealedVAE (c_max = 25, iteration_threshold = 100,000; Burgess et al.
+    used C_max = 25 nats on dSprites too)."""
+    max: Annotated[float, Field(ge=0, le=1e4, allow_inf_nan=False)] = 25.0
+    steps: Annotated[int, Field(ge=0, le=10**12)] = 100_000
+
+    @model_validator(mode="after")
+    def _reachable(self):
+        if self.steps == 0 and self.max > 0:
+            raise ValueError("`steps` is 0 but `max` > 0: the capacity needs at least one step to rise to its maximum")
+        return self
 
 
 class TrainParams(Strict):
@@ -171,6 +185,7 @@ class TrainParams(Strict):
     gamma: NonNegativeFloat = 1.0               # β-TCVAE's weight on the dimension-wise KL
     anneal: Anneal = Anneal()
     discriminator: DiscriminatorParams = DiscriminatorParams()
+    capacity: Capacity = Capacity()             # AnnealedVAE's (the sweep's weight is its γ)
     log_every: PositiveInt = 50                 # history.csv row (and MI/TC for every method) every k steps
     precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"   # matmuls; auto: fp32 on CPU, tf32 on CUDA
 
@@ -310,3 +325,11 @@ class Params(Strict):
             if name not in self.data:
                 raise ValueError(f"sweep.datasets: '{name}' is not a key of `data` ({', '.join(self.data)})")
         return self
+
+    @model_validator(mode="after")
+    def _capacity_needs_its_method(self):
+        if "capacity" in self.train.model_fields_set and "annealedvae" not in self.sweep.methods:
+            raise ValueError("train.capacity is AnnealedVAE's, but the sweep has no annealedvae run: "
+                             "remove it, or give sweep.betas.annealedvae a weight (its γ)")
+        return self
+

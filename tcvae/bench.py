@@ -125,7 +125,8 @@ def _step_fn(method: str, estimator: str, latents: int, batch: int, dataset_size
     cfg = types.SimpleNamespace(batch_size=batch, latents=latents, mlp_width=width, lr=1e-4, estimator=estimator,
                                 alpha=1.0, gamma=1.0, precision=precision,
                                 anneal=types.SimpleNamespace(beta_warmup_steps=0, dimwise_kl_steps=0),
-                                discriminator=types.SimpleNamespace(lr=1e-4, betas=(0.5, 0.9)))
+                                discriminator=types.SimpleNamespace(lr=1e-4, betas=(0.5, 0.9)),
+                                capacity=types.SimpleNamespace(max=25.0, steps=100_000))
     stored = np.random.default_rng(0).integers(0, 2, (4 * batch, channels * 4096), dtype=np.uint8)
     data = Dataset("bench", np.packbits(stored, axis=1), (channels, 64, 64), True, None, None, (), (), (),
                    "procedural")

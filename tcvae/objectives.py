@@ -205,9 +205,28 @@ def decomposition(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             "dimwise_kl": terms["log_prod_qzj"] - terms["log_pz"]}
 
 
+def _recon_and_kl(terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch means of −log p(x|z) and of the sampled KL log q(z|x) − log p(z) (the original code's), nats."""
+    return -terms["log_px"].mean(), (terms["log_qz_x"] - terms["log_pz"]).mean()
+
+
 def betavae_loss(terms: dict[str, torch.Tensor], beta: float) -> torch.Tensor:
-    """−(E log p(x|z) − β·KL) with the sampled KL of the original code (Higgins et al.; β = 1: the VAE)."""
-    return -(terms["log_px"] - beta * (terms["log_qz_x"] - terms["log_pz"])).mean()
+    """−(E log p(x|z) − β·KL)  (Higgins et al. 2017; β = 1: the VAE)."""
+    recon, kl = _recon_and_kl(terms)
+    return recon + beta * kl
+
+
+def capacity(step: int, c_max: float, steps: int) -> float:
+    """AnnealedVAE's target KL C at optimisation step `step` (0-based; nats): 0 at step 0, linear to `c_max` at
+    `steps`, then held there (Burgess et al. 2018, sec. 4: "increased linearly from 0 to C_max")."""
+    return c_max * min(1.0, step / steps) if steps else c_max
+
+
+def annealedvae_loss(terms: dict[str, torch.Tensor], gamma: float, c: float) -> torch.Tensor:
+    """−E log p(x|z) + γ·|KL(q(z|x) ‖ p(z)) − C|  (Burgess et al. 2018, eq. 8), the batch's KL as betavae_loss's:
+    with C = 0 (and the KL positive) it is betavae_loss at β = γ, to the bit."""
+    recon, kl = _recon_and_kl(terms)
+    return recon + gamma * (kl - c).abs()
 
 
 def tcvae_loss(terms: dict[str, torch.Tensor], alpha: float, beta: float, gamma: float) -> torch.Tensor:

@@ -20,11 +20,11 @@ from tcvae.io import atomic_path  # noqa: E402
 from tcvae.results import RHO_MIN, beta_name, captured_text, collapsed, spearman  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette
-COLORS = {"betavae": "#0072B2", "tcvae": "#D55E00", "factorvae": "#009E73"}
-LABELS = {"betavae": "β-VAE", "tcvae": "β-TCVAE", "factorvae": "FactorVAE"}
-WEIGHT = {"betavae": "β", "tcvae": "β", "factorvae": "γ"}
-MARKERS = {"betavae": "o", "tcvae": "D", "factorvae": "^"}   # shapes too, so that equal results stay visible
-SHIFT = {"betavae": -1, "tcvae": 0, "factorvae": 1}          # methods side by side at each β
+COLORS = {"betavae": "#0072B2", "tcvae": "#D55E00", "factorvae": "#009E73", "annealedvae": "#CC79A7"}
+LABELS = {"betavae": "β-VAE", "tcvae": "β-TCVAE", "factorvae": "FactorVAE", "annealedvae": "AnnealedVAE"}
+WEIGHT = {"betavae": "β", "tcvae": "β", "factorvae": "γ", "annealedvae": "γ"}
+MARKERS = {"betavae": "o", "tcvae": "D", "factorvae": "^", "annealedvae": "s"}   # shapes too: equal results stay visible
+SHIFT = {"betavae": -1.5, "tcvae": -0.5, "factorvae": 0.5, "annealedvae": 1.5}    # methods side by side at each β
 
 
 def save(fig: plt.Figure, path: Path, dpi: int = 150, pdf: bool = False) -> None:
@@ -51,10 +51,11 @@ def _methods(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def _weight(runs: list[dict[str, Any]], short: bool = False) -> str:
-    """The weight's name on an axis or legend: β, and FactorVAE's γ beside it only when FactorVAE is drawn."""
-    if "factorvae" not in {r["method"] for r in runs}:
+    """The weight's name on an axis or legend: β, and γ beside it, naming its methods, only when a γ method is drawn."""
+    gammas = [LABELS[m] for m in _methods(runs) if WEIGHT[m] == "γ"]
+    if not gammas:
         return "β"
-    return "β (γ)" if short else "β (FactorVAE: γ)"
+    return "β (γ)" if short else f"β ({', '.join(gammas)}: γ)"
 
 
 COLLAPSED = "collapsed run (no active latent)"
@@ -111,8 +112,8 @@ def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
     save(fig, path, pdf=True)
 
 
-def _shifted(beta: float, k: int, log: bool, betas: list[float]) -> float:
-    """β moved a little sideways for method k (−1, 0, 1), so that equal results stay visible."""
+def _shifted(beta: float, k: float, log: bool, betas: list[float]) -> float:
+    """β moved a little sideways for method k (−1.5 … 1.5), so that equal results stay visible."""
     if log:
         return beta * 2 ** (0.06 * k)
     return beta + 0.02 * k * (max(betas) - min(betas) or 1)

@@ -211,7 +211,7 @@ class Trainer:
 
     data: the training set (batches are gathered on the device on CUDA). cfg: the validated `train` params (the
     fields `step` reads: batch_size, latents, mlp_width, lr, estimator, alpha, gamma, anneal, precision,
-    discriminator). dataset_size: N in the estimators' weights, len(data) unless given (the benchmark's
+    discriminator, capacity). dataset_size: N in the estimators' weights, len(data) unless given (the benchmark's
     stand-in data is smaller than the set it stands for)."""
 
     def __init__(self, data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: str,
@@ -261,6 +261,9 @@ class Trainer:
                 loss = obj.betavae_loss(terms, self.beta * warm)
             elif method == "tcvae":
                 loss = obj.tcvae_loss(terms, cfg.alpha, self.beta * warm, cfg.gamma * ramp)
+            elif method == "annealedvae":
+                c = obj.capacity(step, cfg.capacity.max, cfg.capacity.steps)
+                loss = obj.annealedvae_loss(terms, self.beta * warm, c)
             else:
                 tc_estimate = obj.factorvae_tc(self.disc, terms["z"])
                 loss = obj.betavae_loss(terms, 1.0) + self.beta * warm * tc_estimate

@@ -28,7 +28,7 @@ def tcvae(*args: str, cwd: Path, check: bool = False, timeout: float = 600, **kw
 TINY_DSPRITES = {"kind": "dsprites", "source": "procedural",
                  "step": {"scale": 5, "orientation": 20, "posX": 8, "posY": 8}}  # 3 × 2 × 2 × 4 × 4 = 192 images
 TINY_TRAIN = {"steps": 6, "batch_size": 16, "log_every": 2, "latents": 4, "mlp_width": 64}
-TINY_SWEEP = {"datasets": ["tiny"], "betas": {"betavae": [1], "tcvae": [], "factorvae": []}, "seeds": [0]}
+TINY_SWEEP = {"datasets": ["tiny"], "betas": {"betavae": [1], "tcvae": [], "factorvae": [], "annealedvae": []}, "seeds": [0]}
 TINY_EVAL = {"n_samples": 150, "batch_size": 64}
 
 
@@ -59,7 +59,7 @@ def trained(project, monkeypatch):
     """The tiny data set with one β-VAE and one β-TCVAE run trained (stages called in-process)."""
     from stages import download, preprocess, train
     folder, write_params = project
-    write_params(tiny_params(sweep={"datasets": ["tiny"], "betas": {"betavae": [2], "tcvae": [2], "factorvae": []}, "seeds": [0]},
+    write_params(tiny_params(sweep={"datasets": ["tiny"], "betas": {"betavae": [2], "tcvae": [2], "factorvae": [], "annealedvae": []}, "seeds": [0]},
                              evaluate=TINY_EVAL))
     monkeypatch.chdir(folder)
     download.command(folder / "params.yaml", None)

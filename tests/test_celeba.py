@@ -148,7 +148,7 @@ def test_celeba_pipeline_to_the_labelled_traversal(archive, server, project):
             "partition_url": None}                                   # the test server has no partition file
     write_params(tiny_params(data={"celeba": spec},
                              train={"steps": 4, "batch_size": 8, "latents": 6, "log_every": 2, "arch": {"celeba": "conv"}},
-                             sweep={"datasets": ["celeba"], "betas": {"betavae": [], "tcvae": [2], "factorvae": []}, "seeds": [0]},
+                             sweep={"datasets": ["celeba"], "betas": {"betavae": [], "tcvae": [2], "factorvae": [], "annealedvae": []}, "seeds": [0]},
                              evaluate={"n_samples": 100, "batch_size": 16},
                              figures={"attribute_latents": 4}))
     for stage in ("download", "preprocess"):
@@ -172,7 +172,7 @@ def test_dvc_repro_builds_the_labelled_traversal_from_a_file_source(archive, tmp
             "md5": hashlib.md5((folder / "img_align_celeba.zip").read_bytes()).hexdigest()}
     repo = make_repo(tmp_path / "repo", tiny_params(
         data={"celeba": spec}, train={"steps": 4, "batch_size": 8, "latents": 6, "log_every": 2},
-        sweep={"datasets": ["celeba"], "betas": {"betavae": [], "tcvae": [2], "factorvae": []}, "seeds": [0]},
+        sweep={"datasets": ["celeba"], "betas": {"betavae": [], "tcvae": [2], "factorvae": [], "annealedvae": []}, "seeds": [0]},
         evaluate={"n_samples": 100, "batch_size": 16}, figures={"attribute_latents": 3}))
     run(*DVC, "repro", cwd=repo)
     run_figures = repo / "data/figures/runs/celeba/tcvae/beta2/seed0"

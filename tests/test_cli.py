@@ -29,13 +29,16 @@ def test_help_summaries_are_whole_at_80_columns(group):
     ({"data": {"tiny": TINY_DSPRITES, "faces": {"kind": "faces"}}}, "faces-procedural", "stand-in"),
     ({"train": {"steps": 5, "lr": -1}}, "train.lr", "greater than 0"),
     ({"train": {"steps": 5, "epochs": 2}}, "train", "exactly one of"),
-    ({"sweep": {"datasets": ["nope"], "betas": {"betavae": [], "tcvae": [1], "factorvae": []}, "seeds": [0]}}, "nope", "not a key of"),
-    ({"sweep": {"datasets": ["tiny"], "betas": {"vae": [1], "betavae": [], "tcvae": [], "factorvae": []}, "seeds": [0]}},
+    ({"sweep": {"datasets": ["nope"], "betas": {"betavae": [], "tcvae": [1], "factorvae": [], "annealedvae": []}, "seeds": [0]}}, "nope", "not a key of"),
+    ({"sweep": {"datasets": ["tiny"], "betas": {"vae": [1], "betavae": [], "tcvae": [], "factorvae": [], "annealedvae": []}, "seeds": [0]}},
      "sweep.betas.vae", "betavae"),
     ({"sweep": {"datasets": ["tiny"], "betas": {"betavae": [1], "tcvae": [2]}, "seeds": [0]}}, "sweep.betas",
      "add `factorvae: []`"),
-    ({"sweep": {"datasets": ["tiny"], "betas": {"betavae": [], "tcvae": [], "factorvae": []}, "seeds": [0]}},
+    ({"sweep": {"datasets": ["tiny"], "betas": {"betavae": [], "tcvae": [], "factorvae": [], "annealedvae": []}, "seeds": [0]}},
      "sweep.betas", "no runs"),
+    ({"train": {"steps": 5, "capacity": {"max": -1}}}, "train.capacity.max", "greater than or equal to 0"),
+    ({"train": {"steps": 5, "capacity": {"max": 5, "steps": 0}}}, "train.capacity", "`steps` is 0"),
+    ({"train": {"steps": 5, "capacity": {"max": 5, "steps": 10}}}, "train.capacity", "no annealedvae run"),
 ])
 @pytest.mark.parametrize("stage", ["download", "preprocess", "train"])
 def test_bad_params_exit_2_and_name_the_key(project, params, key, rule, stage):

@@ -47,7 +47,7 @@ def test_aggregate_reads_exactly_the_sweep(trained):
     assert summary["rho"] is None                               # one run: no correlation to speak of
     assert (folder / "data/metrics/runs/tiny/tcvae/beta2/seed0/figures.h5").is_file()      # the small files, collected
     assert "tiny" in proc_out(folder) and "tcvae" in proc_out(folder)                        # printed again from files
-    write_params(tiny_params(sweep={"datasets": ["tiny"], "betas": {"betavae": [], "tcvae": [2], "factorvae": []}, "seeds": [0]},
+    write_params(tiny_params(sweep={"datasets": ["tiny"], "betas": {"betavae": [], "tcvae": [2], "factorvae": [], "annealedvae": []}, "seeds": [0]},
                              evaluate=TINY_EVAL))           # shrink the sweep: the β-VAE run is left on disk…
     tcvae("stage", "aggregate", cwd=folder, check=True)
     assert len((folder / "data/metrics/runs.csv").read_text().splitlines()) == 2   # …and ignored

@@ -21,7 +21,7 @@ from tests.test_scale import DVC, make_repo, run
 
 def sweep(**kw) -> SweepParams:
     return SweepParams.model_validate({"datasets": ["d"], "betas": {"betavae": [1, 6], "tcvae": [4, 6],
-                                                                     "factorvae": []}, "seeds": [0, 1]} | kw)
+                                                                     "factorvae": [], "annealedvae": []}, "seeds": [0, 1]} | kw)
 
 
 def test_sweep_order_is_followed_seed_by_seed_and_the_rest_after():

@@ -40,7 +40,7 @@ def make_repo(path: Path, params: dict) -> Path:
     return path
 
 
-TWO_RUNS = tiny_params(sweep={"datasets": ["tiny"], "betas": {"betavae": [2], "tcvae": [2], "factorvae": []}, "seeds": [0]},
+TWO_RUNS = tiny_params(sweep={"datasets": ["tiny"], "betas": {"betavae": [2], "tcvae": [2], "factorvae": [], "annealedvae": []}, "seeds": [0]},
                        evaluate=TINY_EVAL)
 
 

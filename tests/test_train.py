@@ -15,7 +15,7 @@ from tests.conftest import python_path, tcvae, tiny_params
 
 RUN = ["--dataset", "tiny", "--method", "tcvae", "--beta", "4", "--seed", "1"]
 RUN_DIR = "data/runs/tiny/tcvae/beta4/seed1"
-SWEEP = {"datasets": ["tiny"], "betas": {"betavae": [2], "tcvae": [2, 4], "factorvae": [2]}, "seeds": [0, 1]}  # these runs
+SWEEP = {"datasets": ["tiny"], "betas": {"betavae": [2], "tcvae": [2, 4], "factorvae": [2], "annealedvae": []}, "seeds": [0, 1]}  # these runs
 
 
 @pytest.fixture
@@ -57,14 +57,14 @@ def test_same_seed_same_weights(prepared, method):
     assert model.encode(torch.rand(2, 1, 64, 64))[0].shape == (2, 4)
 
 
-def start_training(folder):
+def start_training(folder, run=RUN):
     env = {**os.environ, "PYTHONPATH": python_path()}
-    return subprocess.Popen([sys.executable, "-m", "tcvae", "stage", "train", *RUN], cwd=folder, env=env,
+    return subprocess.Popen([sys.executable, "-m", "tcvae", "stage", "train", *run], cwd=folder, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_checkpoint(folder, proc):
-    ckpt = folder / RUN_DIR / "checkpoint.pt"
+def wait_for_checkpoint(folder, proc, run_dir=RUN_DIR):
+    ckpt = folder / run_dir / "checkpoint.pt"
     deadline = time.monotonic() + 120
     while not ckpt.exists():
         assert proc.poll() is None, proc.stderr.read()
