@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,7 +21,31 @@ from stages.options import ParamsOption
 from stages.params import load_params
 from stages.runs import METRICS, RESULTS, TIMINGS
 from tcvae.errors import UserError
-from tcvae.io import atomic_dir
+from tcvae.io import atomic_dir, atomic_path, read_bounded, read_json, refuse_links
+from tcvae.resultfiles import LIMITS, check_name
+
+
+def stage(name: str = typer.Argument(None, help="the set's name (default: from DVC's stage name, results@<name>)"),
+          params: ParamsOption = Path("params.yaml")) -> None:
+    """A shipped result set's table, summary and figures (dvc.yaml's results@<name>): aggregate --results, then
+    plot into its figures/. The name comes from DVC (DVC_STAGE), never through a shell command line."""
+    from stages import aggregate, plot
+
+    if name is None:
+        stage_name = os.environ.get("DVC_STAGE", "")
+        if not stage_name.startswith("results@"):
+            raise UserError("tcvae stage results: give the set's name (outside `dvc repro` there is no DVC_STAGE)")
+        name = stage_name.removeprefix("results@")
+    folder = set_folder(name, "DVC_STAGE" if os.environ.get("DVC_STAGE") else "the set's name")
+    aggregate.command(params, results=folder)
+    plot.command(params, results=folder, out=folder / "figures")
+
+
+def set_folder(name: str, where: str) -> Path:
+    """data/results/<name> for a name by the name rule, its folders no symbolic links."""
+    folder = RESULTS / check_name(name, where)
+    refuse_links(folder, RESULTS.parts[0])
+    return folder
 
 
 def show(folder: Path = typer.Argument(METRICS, help="a result folder: data/metrics or data/results/<name>")) -> None:
@@ -30,10 +54,10 @@ def show(folder: Path = typer.Argument(METRICS, help="a result folder: data/metr
 
     from tcvae import results
 
-    if not (folder / "runs.csv").is_file():
+    if not os.path.lexists(folder / "runs.csv"):
         raise UserError(f"{folder}/runs.csv is missing: run `dvc repro aggregate` first" if folder == METRICS else
                         f"{folder}/runs.csv is missing: not a result folder")
-    rows = results.read_rows(folder / "runs.csv")
+    rows = results.read_rows(folder / "runs.csv", folder)
     Console().print(results.table(rows, f"{folder}: {len(rows)} runs (medians over seeds)"))
 
 
@@ -48,10 +72,11 @@ def list_sets() -> None:
     for c in ("set (runs, made on)", "data set", "method", "MIG", "best β", "ρ(TC, MIG)"):
         table.add_column(c, overflow="fold")
     for name in listed_sets():
-        folder = RESULTS / name
-        rows = results.read_rows(folder / "runs.csv") if (folder / "runs.csv").is_file() else []
-        prov = json.loads((folder / "provenance.json").read_text()) if (folder / "provenance.json").is_file() else {}
-        devices = sorted({(r.get("train") or {}).get("device_name") or "?" for r in prov.get("runs", {}).values()})
+        folder = set_folder(name, f"{RESULTS}/sets.yaml")
+        rows = results.read_rows(folder / "runs.csv", RESULTS) if os.path.lexists(folder / "runs.csv") else []
+        prov = read_provenance(folder) or {"runs": {}}
+        devices = sorted({str(((r.get("train") or {}) if isinstance(r, dict) else {}).get("device_name") or "?")[:40]
+                          for r in prov["runs"].values()})
         label = f"{name}\n({len(rows)} runs, {', '.join(devices)})"
         for dataset, methods in results.summarise(rows).items():
             for method, s in methods.items():
@@ -65,8 +90,33 @@ def list_sets() -> None:
 
 
 def listed_sets() -> list[str]:
+    """The names data/results/sets.yaml lists (`sets: [name, …]`), each by the name rule; none if it is absent."""
     path = RESULTS / "sets.yaml"
-    return list(yaml.safe_load(path.read_text()).get("sets") or []) if path.is_file() else []
+    if not os.path.lexists(path):
+        return []
+    try:
+        listed = yaml.safe_load(read_bounded(path, LIMITS["sets.yaml"], RESULTS.parts[0]).decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0][:100]})") from None
+    sets = listed.get("sets") if isinstance(listed, dict) else None
+    if not isinstance(listed, dict) or set(listed) - {"sets"} or not isinstance(sets, (list, type(None))):
+        raise UserError(f"{path}: must be a mapping `sets: [name, …]` (what `tcvae results export` writes)")
+    names = [check_name(n, str(path)) for n in sets or []]
+    if len(set(names)) != len(names):
+        raise UserError(f"{path}: lists a set twice")
+    return names
+
+
+def read_provenance(folder: Path) -> dict | None:
+    """A set's provenance.json ({"name", "runs": {run path: record}}), checked; None where there is none."""
+    path = folder / "provenance.json"
+    if not os.path.lexists(path):
+        return None
+    prov = read_json(path, LIMITS["provenance.json"], folder)
+    if not isinstance(prov, dict) or not isinstance(prov.get("runs"), dict) or not all(
+            isinstance(v, dict) for v in prov["runs"].values()):
+        raise UserError(f"{path}: must hold an object whose `runs` maps each run's path to an object")
+    return prov
 
 
 def export(name: str = typer.Argument(..., help="the set's name: data/results/<name>/"),
@@ -82,15 +132,21 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
     from tcvae import results
     from tcvae.train import resolve_precision
 
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
-        raise UserError(f"result set name {name!r}: use lower-case letters, digits, '-' and '_' (it names a folder)")
+    dest = set_folder(name, "result set name")
     p = load_params(params)
+    sets = sorted(set(listed_sets()) | {name})       # a damaged sets.yaml stops it before anything is written
     source = METRICS / "runs"
     if not (METRICS / "runs.csv").is_file() or not source.is_dir():
         raise UserError(f"{METRICS}/runs is missing: run `dvc repro aggregate` first (export ships what it collected)")
     new = results.collect(METRICS / "runs")
-    dest = RESULTS / name
-    old = json.loads((dest / "provenance.json").read_text()) if (dest / "provenance.json").is_file() else None
+    if not new:
+        raise UserError(f"{source} holds no runs (an empty sweep): there is nothing to export")
+    if os.path.lexists(dest) and not os.path.isdir(dest):
+        raise UserError(f"{dest} is a file, not a result set: move it away first")
+    if os.path.isdir(dest) and not os.path.lexists(dest / "provenance.json") and not force:
+        raise UserError(f"{dest} exists but is not a result set (no provenance.json): pass --force to replace it "
+                        f"and everything in it, or choose another name")
+    old = read_provenance(dest) if not force or add else None
     keys = [str(results.run_path(r["dataset"], r["method"], r["beta"], r["seed"])) for r in new]
     if old is not None and not force:
         differ = [k for k in keys if k in old["runs"] and not _same_run(source / k, dest / "runs" / k)]
@@ -106,9 +162,10 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
     with atomic_dir(dest) as tmp:
         prov = {"name": name, "runs": {}}
         if old is not None and add:
+            results.collect(dest / "runs")       # the set's own runs: plain files, each as its folder says
             for folder in ("runs", "params"):
                 if (dest / folder).is_dir():
-                    shutil.copytree(dest / folder, tmp / folder)
+                    shutil.copytree(dest / folder, tmp / folder, symlinks=True)   # links copied as links: none here
             prov["runs"] = dict(old["runs"])
         for key in keys:
             shutil.rmtree(tmp / "runs" / key, ignore_errors=True)
@@ -124,9 +181,9 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
         prov["runs"] = dict(sorted(prov["runs"].items()))
         (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
         rows = results.summarise_folder(tmp)
-    sets = sorted(set(listed_sets()) | {name})
-    (RESULTS / "sets.yaml").write_text("# Shipped result sets, drawn by `dvc repro` (stage results@<name>); "
-                                       "`tcvae results export` keeps this list.\n" + yaml.safe_dump({"sets": sets}))
+    with atomic_path(RESULTS / "sets.yaml") as tmp:
+        tmp.write_text("# Shipped result sets, drawn by `dvc repro` (stage results@<name>); "
+                       "`tcvae results export` keeps this list.\n" + yaml.safe_dump({"sets": sets}))
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     Console(highlight=False).print(
         f"{dest}: {len(rows)} runs ({len(keys)} exported now), {size / 2**20:.1f} MiB\n"
@@ -135,12 +192,20 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
 
 
 def _same_run(a: Path, b: Path) -> bool:
-    return all((a / f).is_file() == (b / f).is_file() and (not (a / f).is_file() or
-               (a / f).read_bytes() == (b / f).read_bytes()) for f in ("eval.json", "history.csv"))
+    """Whether runs a and b hold the same eval.json and history.csv (plain files within their caps)."""
+    def content(folder: Path, name: str) -> bytes | None:
+        return read_bounded(folder / name, LIMITS[name], folder) if os.path.lexists(folder / name) else None
+    return all(content(a, f) == content(b, f) for f in ("eval.json", "history.csv"))
 
 
 def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A timing record (data/timings/…), checked; None where there is none."""
+    if not os.path.lexists(path):
+        return None
+    record = read_json(path, LIMITS["timing"])
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: must hold a JSON object (a timing record, written by the stage)")
+    return record
 
 
 def _git_commit() -> tuple[str | None, bool]:
