@@ -13,7 +13,7 @@ from stages.options import ParamsOption
 from stages.params import load_params
 from stages.runs import HEADLINE, METRICS, run_dir, sweep_runs
 from tcvae.errors import UserError
-from tcvae.io import atomic_outputs, write_json
+from tcvae.io import atomic_outputs, refuse_links, write_json
 
 
 def command(params: ParamsOption = Path("params.yaml"),
@@ -26,7 +26,7 @@ def command(params: ParamsOption = Path("params.yaml"),
 
     console = Console(stderr=True)
     if results is not None:
-        check_set_folder(results)
+        refuse_links(results, results if results.is_absolute() else results.parts[0])
         if not (results / "runs").is_dir():
             raise UserError(f"{results}/runs: no such folder; a result folder holds runs/<dataset>/<method>/…")
         rows = r.summarise_folder(results)
