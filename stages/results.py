@@ -64,6 +64,7 @@ def show(folder: Path = typer.Argument(METRICS, help="a result folder: data/metr
 def list_sets() -> None:
     """Print each shipped result set: its runs, and per data set and method the median MIG at the best β."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from tcvae import results
@@ -77,7 +78,7 @@ def list_sets() -> None:
         prov = read_provenance(folder) or {"runs": {}}
         devices = sorted({str(((r.get("train") or {}) if isinstance(r, dict) else {}).get("device_name") or "?")[:40]
                           for r in prov["runs"].values()})
-        label = f"{name}\n({len(rows)} runs, {', '.join(devices)})"
+        label = escape(f"{name}\n({len(rows)} runs, {', '.join(devices)})")      # provenance's text is not markup
         for dataset, methods in results.summarise(rows).items():
             for method, s in methods.items():
                 table.add_row(label, dataset, method, f"{s['mig']:.3f}" if "mig" in s else "—",

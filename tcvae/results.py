@@ -185,7 +185,10 @@ def table(rows: list[dict[str, Any]], title: str, missing: list[str] = ()) -> An
     captured (their range over seeds) and the runs counted, collapsed ones named; `missing` runs are listed under it."""
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", caption="\n".join(f"missing: {m}" for m in missing) or None,
+    from rich.markup import escape
+
+    t = Table(title=escape(title), title_justify="left",      # a folder named on the command line may hold [brackets]
+              caption=escape("\n".join(f"missing: {m}" for m in missing)) or None,
               caption_justify="left")
     for c, justify in (("data set", "left"), ("method", "left"), ("β", "right"), ("MIG", "right"),
                        ("factors captured", "right"), ("TC (nats)", "right"), ("ELBO (nats)", "right"),
