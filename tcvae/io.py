@@ -53,6 +53,9 @@ def atomic_outputs(files: list[str | Path] = (), dirs: list[str | Path] = ()) ->
     targets = [Path(p) for p in [*files, *dirs]]
     tmps = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in targets]
     olds = [p.with_name(f".{p.name}.{os.getpid()}.old") for p in targets]
+    for path in targets[:len(files)]:           # a folder where a file goes is the user's: found before any work
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     for path, tmp in zip(targets, tmps):
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove(tmp)
