@@ -95,11 +95,15 @@ def check_name(name: Any, where: str) -> str:
 
 
 def field(obj: dict, path: str) -> Any:
-    """The value at a dotted path of nested objects; None where it is missing."""
-    for key in path.split("."):
-        if not isinstance(obj, dict):
-            raise TypeError(path.rsplit(".", 1)[0])
-        obj = obj.get(key)
+    """The value at a dotted path of nested objects; None where it (or an object above it) is missing. An object
+    on the way that is present but not an object (null, a list, …) is a TypeError naming it."""
+    keys = path.split(".")
+    for i, key in enumerate(keys):
+        if key not in obj:
+            return None
+        obj = obj[key]
+        if i < len(keys) - 1 and not isinstance(obj, dict):
+            raise TypeError(".".join(keys[:i + 1]))
     return obj
 
 
@@ -308,6 +312,8 @@ def check_figures(f: Any, latents: int, path: Path) -> None:
         if name.endswith("?") and member(f, top, top) is None:
             continue
         dataset(f, top, top, spec, sizes)
+    if not np.isfinite(f["offsets"][()]).all():          # small (S ≤ 21): checked by value too
+        raise UserError(f"{path}: `offsets` must be finite numbers")
     image = f.attrs.get("image")
     if not isinstance(image, (int, np.integer)) or image < 0:
         raise UserError(f"{path}: attribute `image` must be an integer ≥ 0")
@@ -323,6 +329,8 @@ def check_figures(f: Any, latents: int, path: Path) -> None:
             per = {k: v for k, v in sizes.items() if k != "V"}      # each factor has its own number of values
             for key in ("means", "values"):
                 dataset(g, key, f"factors/{name}/{key}", FIGURES[f"factors/*/{key}"], per)
+            if not np.isfinite(g["values"][()].astype(float)).all():
+                raise UserError(f"{path}: `factors/{name}/values` must be finite numbers")
             sizes.setdefault("G", per["G"])
             if per["G"] != sizes["G"]:
                 raise UserError(f"{path}: `factors/{name}/means` has {per['G']} groups, another factor {sizes['G']}")
@@ -334,6 +342,9 @@ def check_figures(f: Any, latents: int, path: Path) -> None:
             raise UserError(f"{path}: `attributes` must be a group with a finite `range` attribute")
         for key in ("traversals", "latents", "correlations", "names"):
             dataset(attributes, key, f"attributes/{key}", FIGURES[f"attributes/{key}"], sizes)
+        chosen = attributes["latents"][()]
+        if ((chosen < 0) | (chosen >= latents)).any():
+            raise UserError(f"{path}: `attributes/latents` must be latent indices below {latents}")
 
 
 def _number_attr(v: Any) -> bool:

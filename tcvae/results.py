@@ -160,6 +160,8 @@ def summarise_folder(folder: Path) -> list[dict[str, Any]]:
     """(Re)write folder/runs.csv and folder/summary/ from the runs under folder/runs/, both in one step; return
     the rows."""
     rows = collect(folder / "runs")
+    if not rows:
+        raise UserError(f"{folder}/runs holds no runs: a result folder holds runs/<dataset>/<method>/beta<β>/seed<s>/")
     with atomic_outputs(files=[folder / "runs.csv"], dirs=[folder / "summary"]) as (runs_csv, summary_dir):
         write_derived(runs_csv, summary_dir, rows)
     return rows
