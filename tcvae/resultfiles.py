@@ -87,6 +87,11 @@ BOUNDS = {"S": (3, 21), "C": (1, 3), "H": (8, 128), "W": (8, 128), "R": (1, 32),
           "Y": (1, 64), "X": (1, 64), "T": (1, 64)}      # D: the run's latents (eval.json's kl_per_latent)
 
 
+def beta_name(beta: float) -> str:
+    """β as run folders and DVC's stage names spell it: 6, 0.5 (Python's str of the number, 6.0 as 6)."""
+    return str(int(beta)) if float(beta).is_integer() else str(float(beta))
+
+
 def check_name(name: Any, where: str) -> str:
     """`name` if it follows the name rule (set names, data set names), else a UserError naming `where`."""
     if not KINDS["name"][0](name):
@@ -127,8 +132,6 @@ def check_fields(obj: Any, table: dict[str, str], path: Path) -> None:
 def run_coordinates(rel: tuple[str, ...], where: Path) -> tuple[str, str, float, int]:
     """(dataset, method, β, seed) from a run folder's path below runs/ (`<dataset>/<method>/beta<β>/seed<s>`),
     each part spelt as tcvae spells it; else a UserError naming `where`."""
-    from tcvae.results import beta_name
-
     dataset, method, beta, seed = rel
     check_name(dataset, str(where))
     if method not in METHODS:

@@ -22,16 +22,11 @@ import numpy as np
 
 from tcvae.errors import UserError
 from tcvae.io import atomic_outputs, atomic_path, read_bounded, write_json
-from tcvae.resultfiles import LIMITS, RUN_FILES, RUNS_CSV, read_eval, read_runs_csv, run_folders
+from tcvae.resultfiles import LIMITS, RUN_FILES, RUNS_CSV, beta_name, read_eval, read_runs_csv, run_folders  # noqa: F401 (beta_name: read here by stages)
 
 FIELDS = list(RUNS_CSV)      # runs.csv's columns, in order (their kinds: tcvae.resultfiles.RUNS_CSV)
 SCORES = {"dci": ("dci", "disentanglement"), "sap": ("sap", "score"), "factorvae_score": ("factorvae", "score"),
           "betavae_score": ("betavae", "score")}     # runs.csv column: (eval.json's scores entry, its number)
-
-
-def beta_name(beta: float) -> str:
-    """β as run folders and DVC's stage names spell it: 6, 0.5 (Python's str of the number, 6.0 as 6)."""
-    return str(int(beta)) if float(beta).is_integer() else str(float(beta))
 
 
 def run_path(dataset: str, method: str, beta: float, seed: int) -> Path:
