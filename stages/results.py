@@ -21,7 +21,7 @@ from stages.options import ParamsOption
 from stages.params import load_params
 from stages.runs import METRICS, RESULTS, TIMINGS
 from tcvae.errors import UserError
-from tcvae.io import atomic_dir, atomic_path, read_bounded, read_json, refuse_links
+from tcvae.io import atomic_outputs, load_weights_only, read_bounded, read_json, refuse_links
 from tcvae.resultfiles import LIMITS, check_name
 
 
@@ -157,10 +157,15 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
         if differ:
             raise UserError(f"{dest} already has other results for {len(differ)} of these runs, e.g. {differ[0]}: "
                             f"pass --force to replace them")
+    for r, key in zip(new, keys):           # the params recorded are the ones the runs were made with
+        _check_record(Path("data/runs") / key / "model.pt", p, r["dataset"], params)
+    if old is not None and add and not force:
+        for key, record in old["runs"].items():
+            _check_same_params(dest, key, record, p, params)
     params_text = params.read_text()
     params_file = f"params/{hashlib.sha256(params_text.encode()).hexdigest()[:12]}.yaml"
     commit, dirty = _git_commit()
-    with atomic_dir(dest) as tmp:
+    with atomic_outputs(files=[RESULTS / "sets.yaml"], dirs=[dest]) as (sets_yaml, tmp):   # the set and its listing together
         prov = {"name": name, "runs": {}}
         if old is not None and add:
             results.collect(dest / "runs")       # the set's own runs: plain files, each as its folder says
@@ -182,14 +187,40 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
         prov["runs"] = dict(sorted(prov["runs"].items()))
         (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
         rows = results.summarise_folder(tmp)
-    with atomic_path(RESULTS / "sets.yaml") as tmp:
-        tmp.write_text("# Shipped result sets, drawn by `dvc repro` (stage results@<name>); "
-                       "`tcvae results export` keeps this list.\n" + yaml.safe_dump({"sets": sets}))
+        sets_yaml.write_text("# Shipped result sets, drawn by `dvc repro` (stage results@<name>); "
+                             "`tcvae results export` keeps this list.\n" + yaml.safe_dump({"sets": sets}))
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     Console(highlight=False).print(
         f"{dest}: {len(rows)} runs ({len(keys)} exported now), {size / 2**20:.1f} MiB\n"
         f"  next: `dvc repro results@{name}` draws its figures; "
         f"`git add {dest} {RESULTS}/sets.yaml dvc.lock` ships it")
+
+
+def _check_record(model: Path, p, dataset: str, params: Path) -> None:
+    """Refuse to record `params` for a run whose model.pt (its train stage's record) says it was made with other
+    data or train params: provenance must say how the run was made."""
+    if not os.path.lexists(model):
+        raise UserError(f"{model} is missing: export records each run's params from its model's record; run "
+                        f"`dvc pull` or `dvc repro` for it first")
+    saved = load_weights_only(model, remedy="rerun its train stage")
+    record = saved if isinstance(saved, dict) else {}
+    for section, now in (("data", p.data[dataset].model_dump(mode="json")), ("train", p.train.model_dump(mode="json"))):
+        if record.get(section) != now:
+            raise UserError(f"{model} was made with other `{section}` params than {params} holds: export with the "
+                            f"params file its sweep was run with (--params)")
+
+
+def _check_same_params(dest: Path, key: str, record: dict, p, params: Path) -> None:
+    """Refuse (without --force) to add runs made with other data or train params than a set's runs were."""
+    path = dest / str(record.get("params"))
+    if not os.path.lexists(path):
+        raise UserError(f"{path}: missing (provenance.json names it as the params of {key})")
+    read_bounded(path, LIMITS["params"], dest)                 # a plain, small file: then validated as params
+    then, dataset = load_params(path), key.split("/")[0]
+    same_data = dataset not in p.data or (dataset in then.data and then.data[dataset] == p.data[dataset])
+    if then.train != p.train or not same_data:
+        raise UserError(f"{dest}: its run {key} was made with other data or train params than {params}: one median "
+                        f"over both would mix them; export to another set, or pass --force to add them anyway")
 
 
 def _same_run(a: Path, b: Path) -> bool:

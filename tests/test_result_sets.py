@@ -424,3 +424,30 @@ def test_summary_json_holds_null_not_nan(tmp_path):
     from tcvae.io import write_json
     write_json(tmp_path / "x.json", {"rho": math.nan, "mig": [math.inf, 1.0]})
     assert json.loads((tmp_path / "x.json").read_text()) == {"rho": None, "mig": [None, 1.0]}
+
+
+# ---- provenance from the runs' own records ----
+
+def other_train_params(workspace: Path) -> Path:
+    p = yaml.safe_load((workspace / "params.yaml").read_text())
+    p["train"]["steps"] = 999
+    path = workspace / "other.yaml"
+    path.write_text(yaml.safe_dump(p))
+    return path
+
+
+def test_export_records_no_params_the_runs_were_not_made_with(workspace):
+    refused(*run_cli("results", "export", "s4", "--params", other_train_params(workspace), cwd=workspace),
+            "model.pt", "other `train` params")
+    assert not (workspace / "data/results/s4").exists()
+
+
+def test_add_refuses_runs_made_with_other_params(workspace):
+    prov = workspace / SET / "provenance.json"
+    edit_json(prov, lambda p: [r.update(params="params/other.yaml") for r in p["runs"].values()])
+    shutil.copy(other_train_params(workspace), workspace / SET / "params/other.yaml")
+    shutil.rmtree(workspace / SET / "runs/tiny/betavae")          # so that --add has a run to add
+    edit_json(prov, lambda p: p["runs"].pop("tiny/betavae/beta2/seed0"))
+    refused(*run_cli("results", "export", "s1", "--add", cwd=workspace), "other data or train params", "--force")
+    code, out = run_cli("results", "export", "s1", "--add", "--force", cwd=workspace)
+    assert code == 0, out
