@@ -99,6 +99,8 @@ def listed_sets() -> list[str]:
         listed = yaml.safe_load(read_bounded(path, LIMITS["sets.yaml"], RESULTS.parts[0]).decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0][:100]})") from None
+    if listed is None:                                 # an empty file: no set listed
+        return []
     sets = listed.get("sets") if isinstance(listed, dict) else None
     if not isinstance(listed, dict) or set(listed) - {"sets"} or not isinstance(sets, (list, type(None))):
         raise UserError(f"{path}: must be a mapping `sets: [name, …]` (what `tcvae results export` writes)")
