@@ -207,7 +207,8 @@ def runs_csv(workspace: Path, change) -> None:
 
 
 CSV_DAMAGE = {
-    "a non-numeric cell": lambda lines: [lines[0], lines[1].replace(",2,", ",two,", 1), *lines[2:]],
+    "a non-numeric cell": lambda lines: [lines[0], ",".join(c if i != 2 else "two" for i, c in enumerate(lines[1].split(","))),
+                                         *lines[2:]],
     "a missing column": lambda lines: [line.split(",", 1)[1] for line in lines],
     "a short row": lambda lines: [lines[0], lines[1].rsplit(",", 1)[0], *lines[2:]],
     "a repeated run": lambda lines: [*lines, lines[1]],
