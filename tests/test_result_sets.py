@@ -371,10 +371,13 @@ def test_sigterm_is_handled_as_ctrl_c(workspace):
     assert not (workspace / SET / "figures").exists()
 
 
-def test_ctrl_c_while_starting_is_one_line(tmp_path):
-    proc = start(tmp_path, "--help")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interruption_while_starting_is_one_line(tmp_path, signum):
+    proc = subprocess.Popen([sys.executable, "-m", "tcvae", "--help"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": python_path()},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
     time.sleep(0.15)                                               # imports still loading
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     if proc.returncode == 0:
         pytest.skip("the command finished before the signal arrived")
