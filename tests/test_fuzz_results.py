@@ -2,7 +2,7 @@
 flipped, truncation, CSV cells and lines, JSON values and types, HDF5 datasets' shapes, dtypes and attributes,
 HDF5 and file-system links, FIFOs, folder and file names), then `tcvae results show` and `tcvae stage results`
 (dvc.yaml's results@<name>) through the real CLI in-process. Every answer is exit 0 with the set's correct
-table, or exit 2 with one line naming a file; never a traceback, a hang, a write outside the set's outputs
+table, or exit 2 with one error line naming a file; never a traceback, a hang, a write outside the set's outputs
 (runs.csv, summary/, figures/), or more than a few hundred MB.
 
 Drawing is replaced by a stub that writes a small file where each figure goes: the readers and checks are what is
@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from tests.conftest import run_cli
 from tests.test_fuzz import alarm
 
-EXAMPLES = int(os.environ.get("TCVAE_FUZZ_RESULTS", "60"))
+EXAMPLES = int(os.environ.get("TCVAE_FUZZ_RESULTS", "30"))
 SECONDS = 10
 SET = Path("data/results/s1")
 OUTPUTS = ("runs.csv", "summary", "figures")        # what the results stage writes in the set
@@ -195,9 +195,9 @@ def test_mutated_result_sets_exit_0_or_2_and_write_only_their_outputs(pristine, 
             assert code in (0, 2), out
             assert "Traceback" not in out, out
             assert seconds < SECONDS, f"{seconds:.1f} s"
-            if code == 2:
-                lines = [line for line in out.strip().splitlines() if line.strip()]
-                assert len(lines) == 1 and "data/results" in out, out
+            if code == 2:          # one line, last, naming a file (aggregate's table may come before plot's refusal)
+                errors = [line for line in out.splitlines() if line.startswith("error")]
+                assert len(errors) == 1 and out.strip().splitlines()[-1] == errors[0] and "data/results" in errors[0], out
         assert snapshot(folder) == before                  # nothing written outside the set's outputs
         assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 400 * 1024      # KiB: < 400 MB more
         if code == 0 and all(not n.endswith(("eval.json", "sets.yaml")) for n, _, _ in changes):
