@@ -108,6 +108,12 @@ def bench_metrics(seed: int = typer.Option(0, min=0, max=2**32 - 1, help="metric
 
     metrics(seed)
 
+def printable(text: str) -> str:
+    """`text` with control characters (but line breaks and tabs) escaped: a file name from someone else's folder
+    can neither split the message into lines nor drive the terminal."""
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
+
+
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM (DVC stopping a stage, `kill`) as Ctrl-C: the same clean-up, message and exit code."""
     handler = signal.getsignal(signal.SIGINT)
@@ -139,11 +145,12 @@ def main(args: list[str] | None = None) -> None:
         from rich.text import Text
 
         # as Text, not markup: a message quoting the user's input may hold [brackets]
-        Console(stderr=True, highlight=False).print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
+        Console(stderr=True, highlight=False).print(Text.assemble(("error: ", "bold red"), printable(str(e))),
+                                                    soft_wrap=True)
         sys.exit(2)
     except OSError as e:       # the file system refused (read-only, full, a folder where a file goes): one line too
         where = e.filename2 or e.filename     # a rename's destination, else the file
-        print(f"error: {e.strerror or e}" + (f": {where}" if where else ""), file=sys.stderr)
+        print(printable(f"error: {e.strerror or e}" + (f": {where}" if where else "")), file=sys.stderr)
         sys.exit(2)
     except SystemExit as e:    # Typer turns Ctrl-C into Exit(130) before it could reach an `except` here
         if e.code == 130:
