@@ -129,23 +129,29 @@ def check_fields(obj: Any, table: dict[str, str], path: Path) -> None:
             raise UserError(f"{path}: `{key}` is {shown}; it must be {rule}")
 
 
+def shown(path: Path | str) -> str:
+    """A path from someone else's folder as a message shows it: every character that is not printable (a line
+    break too) escaped, so that a name cannot split the one-line error."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
+
+
 def run_coordinates(rel: tuple[str, ...], where: Path) -> tuple[str, str, float, int]:
     """(dataset, method, β, seed) from a run folder's path below runs/ (`<dataset>/<method>/beta<β>/seed<s>`),
     each part spelt as tcvae spells it; else a UserError naming `where`."""
     dataset, method, beta, seed = rel
-    check_name(dataset, str(where))
+    check_name(dataset, shown(where))
     if method not in METHODS:
-        raise UserError(f"{where}: {method!r} is not a method folder ({', '.join(METHODS)})")
+        raise UserError(f"{shown(where)}: {method!r} is not a method folder ({', '.join(METHODS)})")
     try:
         value = float(beta.removeprefix("beta")) if beta.startswith("beta") else None
         ok = value is not None and KINDS["weight"][0](value) and beta == f"beta{beta_name(value)}"
     except ValueError:
         ok = False
     if not ok:
-        raise UserError(f"{where}: {beta!r} is not a β folder (beta<β>, β as tcvae spells it: beta6, beta0.5)")
+        raise UserError(f"{shown(where)}: {beta!r} is not a β folder (beta<β>, β as tcvae spells it: beta6, beta0.5)")
     digits = seed.removeprefix("seed")
     if not (seed.startswith("seed") and digits.isdigit() and digits == str(int(digits)) and int(digits) < 2**32):
-        raise UserError(f"{where}: {seed!r} is not a seed folder (seed<integer>: seed0)")
+        raise UserError(f"{shown(where)}: {seed!r} is not a seed folder (seed<integer>: seed0)")
     return dataset, method, value, int(digits)
 
 
@@ -162,19 +168,19 @@ def run_folders(runs: Path) -> list[tuple[Path, tuple[str, str, float, int]]]:
             path = Path(entry.path)
             mode = entry.stat(follow_symlinks=False).st_mode
             if stat.S_ISLNK(mode):
-                raise UserError(f"{path}: a symbolic link; it is not followed (a result set holds plain files and "
+                raise UserError(f"{shown(path)}: a symbolic link; it is not followed (a result set holds plain files and "
                                 f"folders only)")
             if depth < 4:
                 if not stat.S_ISDIR(mode):
-                    raise UserError(f"{path}: not a folder; runs/ holds <dataset>/<method>/beta<β>/seed<s>/ folders")
+                    raise UserError(f"{shown(path)}: not a folder; runs/ holds <dataset>/<method>/beta<β>/seed<s>/ folders")
                 walk(path, depth + 1)
             elif entry.name not in RUN_FILES or not stat.S_ISREG(mode):
-                raise UserError(f"{path}: not a file of a run (a run folder holds the files {', '.join(RUN_FILES)})")
+                raise UserError(f"{shown(path)}: not a file of a run (a run folder holds the files {', '.join(RUN_FILES)})")
         if depth == 4:
             found.append((folder, run_coordinates(folder.relative_to(runs).parts, folder)))
 
     if os.path.islink(runs):
-        raise UserError(f"{runs}: a symbolic link; it is not followed (a result set holds plain files and folders only)")
+        raise UserError(f"{shown(runs)}: a symbolic link; it is not followed (a result set holds plain files and folders only)")
     walk(runs, 0)
     return found
 
