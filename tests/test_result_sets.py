@@ -376,7 +376,12 @@ def test_an_interruption_while_starting_is_one_line(tmp_path, signum):
     proc = subprocess.Popen([sys.executable, "-m", "tcvae", "--help"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": python_path()},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
-    time.sleep(0.15)                                               # imports still loading
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:     # imports still loading: the params schema's
+        if "pydantic_core" in maps.read_text(errors="replace"):     # library is in, the command not yet started
+            break
+        time.sleep(0.002)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     if proc.returncode == 0:
