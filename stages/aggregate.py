@@ -13,7 +13,7 @@ from stages.options import ParamsOption
 from stages.params import load_params
 from stages.runs import HEADLINE, METRICS, run_dir, sweep_runs
 from tcvae.errors import UserError
-from tcvae.io import atomic_dir, write_json
+from tcvae.io import atomic_outputs, refuse_links, write_json
 
 
 def command(params: ParamsOption = Path("params.yaml"),
@@ -25,6 +25,7 @@ def command(params: ParamsOption = Path("params.yaml"),
 
     out = console(stderr=True)
     if results is not None:
+        refuse_links(results, results if results.is_absolute() else results.parts[0])
         if not (results / "runs").is_dir():
             raise UserError(f"{results}/runs: no such folder; a result folder holds runs/<dataset>/<method>/…")
         rows = r.summarise_folder(results)
@@ -38,10 +39,12 @@ def command(params: ParamsOption = Path("params.yaml"),
                         f"  run `dvc repro` (or `tcvae stage evaluate …` for each)")
     stale = [str(src) for src, _ in runs if (src / "model.pt").is_file()
              and (src / "model.pt").stat().st_mtime > (src / "eval.json").stat().st_mtime]
-    with atomic_dir(METRICS / "runs") as tmp:
+    # runs/, runs.csv, summary/ and the headline change together: an interruption leaves the old four
+    with atomic_outputs(files=[METRICS / "runs.csv", HEADLINE], dirs=[METRICS / "runs", METRICS / "summary"]) as (
+            runs_csv, headline, folder, summary):
         for src, rel in runs:
-            r.copy_run(src, tmp / rel)
-        rows = r.collect(tmp)             # every eval.json readable before anything is replaced
-    write_json(HEADLINE, r.headline(r.write_derived(METRICS, rows)))
+            r.copy_run(src, folder / rel)
+        rows = r.collect(folder)             # every eval.json readable before anything is replaced
+        write_json(headline, r.headline(r.write_derived(runs_csv, summary, rows)))
     out.print(r.table(rows, f"{METRICS}: the sweep's {count(len(rows), 'run')} (medians over seeds)",
                           [f"{s} (stale: model.pt is newer than eval.json; rerun evaluate)" for s in stale]))

@@ -138,10 +138,11 @@ def _short(value: object, n: int = 60) -> str:
 
 def _explain(path: Path, error: ValidationError) -> str:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     errors = error.errors(include_url=False, include_context=False)
-    table = Table(title=f"{path}: {len(errors)} invalid value(s); nothing was run", title_justify="left")
+    table = Table(title=escape(f"{path}: {len(errors)} invalid value(s); nothing was run"), title_justify="left")
     for col in ("key", "value", "rule"):
         table.add_column(col, overflow="fold")
     for e in errors[:MAX_ROWS]:
@@ -154,7 +155,7 @@ def _explain(path: Path, error: ValidationError) -> str:
                 close = difflib.get_close_matches(loc[0], Params.model_fields, n=1)
                 rule += f" (did you mean '{close[0]}'?)" if close else f" (allowed: {', '.join(Params.model_fields)})"
         value = "(missing)" if e["type"] == "missing" else _short(e.get("input"))
-        table.add_row(key, value, rule)
+        table.add_row(*map(escape, (key, value, rule)))     # cells are rich markup: `[/]` in a key is text
     if len(errors) > MAX_ROWS:
         table.add_row("…", "", f"and {len(errors) - MAX_ROWS} more")
     out = io.StringIO()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,7 +21,31 @@ from stages.options import ParamsOption
 from stages.params import load_params
 from stages.runs import METRICS, RESULTS, TIMINGS
 from tcvae.errors import UserError
-from tcvae.io import atomic_dir
+from tcvae.io import atomic_outputs, load_weights_only, read_bounded, read_json, refuse_links
+from tcvae.resultfiles import LIMITS, check_name
+
+
+def stage(name: str = typer.Argument(None, help="the set's name (default: from DVC's stage name, results@<name>)"),
+          params: ParamsOption = Path("params.yaml")) -> None:
+    """A shipped result set's table, summary and figures (dvc.yaml's results@<name>): aggregate --results, then
+    plot into its figures/. The name comes from DVC (DVC_STAGE), never through a shell command line."""
+    from stages import aggregate, plot
+
+    if name is None:
+        stage_name = os.environ.get("DVC_STAGE", "")
+        if not stage_name.startswith("results@"):
+            raise UserError("tcvae stage results: give the set's name (outside `dvc repro` there is no DVC_STAGE)")
+        name = stage_name.removeprefix("results@")
+    folder = set_folder(name, "DVC_STAGE" if os.environ.get("DVC_STAGE") else "the set's name")
+    aggregate.command(params, results=folder)
+    plot.command(params, results=folder, out=folder / "figures")
+
+
+def set_folder(name: str, where: str) -> Path:
+    """data/results/<name> for a name by the name rule, its folders no symbolic links."""
+    folder = RESULTS / check_name(name, where)
+    refuse_links(folder, RESULTS.parts[0])
+    return folder
 
 
 def show(folder: Path = typer.Argument(METRICS, help="a result folder: data/metrics or data/results/<name>")) -> None:
@@ -29,15 +53,16 @@ def show(folder: Path = typer.Argument(METRICS, help="a result folder: data/metr
     from tcvae import results
     from tcvae.console import console, count
 
-    if not (folder / "runs.csv").is_file():
+    if not os.path.lexists(folder / "runs.csv"):
         raise UserError(f"{folder}/runs.csv is missing: run `dvc repro aggregate` first" if folder == METRICS else
                         f"{folder}/runs.csv is missing: not a result folder")
-    rows = results.read_rows(folder / "runs.csv")
+    rows = results.read_rows(folder / "runs.csv", folder)
     console().print(results.table(rows, f"{folder}: {count(len(rows), 'run')} (medians over seeds)"))
 
 
 def list_sets() -> None:
     """Print each shipped result set: its runs, and per data set and method the median MIG at the best β."""
+    from rich.markup import escape
     from rich.table import Table
 
     from tcvae import results
@@ -47,10 +72,10 @@ def list_sets() -> None:
     for c in ("set: runs, trained when and on what", "data set", "method", "MIG", "best β", "ρ(TC, MIG)"):
         table.add_column(c, overflow="fold")
     for name in listed_sets():
-        folder = RESULTS / name
-        rows = results.read_rows(folder / "runs.csv") if (folder / "runs.csv").is_file() else []
-        prov = json.loads((folder / "provenance.json").read_text()) if (folder / "provenance.json").is_file() else {}
-        label = f"{name}\n{count(len(rows), 'run')}, {_made(prov)}"
+        folder = set_folder(name, f"{RESULTS}/sets.yaml")
+        rows = results.read_rows(folder / "runs.csv", RESULTS) if os.path.lexists(folder / "runs.csv") else []
+        prov = read_provenance(folder) or {"runs": {}}
+        label = escape(f"{name}\n{count(len(rows), 'run')}, {_made(prov)}")      # provenance's text is not markup
         for dataset, methods in results.summarise(rows).items():
             for method, s in methods.items():
                 table.add_row(label, dataset, method, results.number(s["mig"]) if "mig" in s else "—",
@@ -73,8 +98,35 @@ def _made(prov: dict) -> str:
 
 
 def listed_sets() -> list[str]:
+    """The names data/results/sets.yaml lists (`sets: [name, …]`), each by the name rule; none if it is absent."""
     path = RESULTS / "sets.yaml"
-    return list(yaml.safe_load(path.read_text()).get("sets") or []) if path.is_file() else []
+    if not os.path.lexists(path):
+        return []
+    try:
+        listed = yaml.safe_load(read_bounded(path, LIMITS["sets.yaml"], RESULTS.parts[0]).decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0][:100]})") from None
+    if listed is None:                                 # an empty file: no set listed
+        return []
+    sets = listed.get("sets") if isinstance(listed, dict) else None
+    if not isinstance(listed, dict) or set(listed) - {"sets"} or not isinstance(sets, (list, type(None))):
+        raise UserError(f"{path}: must be a mapping `sets: [name, …]` (what `tcvae results export` writes)")
+    names = [check_name(n, str(path)) for n in sets or []]
+    if len(set(names)) != len(names):
+        raise UserError(f"{path}: lists a set twice")
+    return names
+
+
+def read_provenance(folder: Path) -> dict | None:
+    """A set's provenance.json ({"name", "runs": {run path: record}}), checked; None where there is none."""
+    path = folder / "provenance.json"
+    if not os.path.lexists(path):
+        return None
+    prov = read_json(path, LIMITS["provenance.json"], folder)
+    if not isinstance(prov, dict) or not isinstance(prov.get("runs"), dict) or not all(
+            isinstance(v, dict) for v in prov["runs"].values()):
+        raise UserError(f"{path}: must hold an object whose `runs` maps each run's path to an object")
+    return prov
 
 
 def export(name: str = typer.Argument(..., help="the set's name: data/results/<name>/"),
@@ -89,8 +141,7 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
     times), atomically."""
     import tempfile
 
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
-        raise UserError(f"result set name {name!r}: use lower-case letters, digits, '-' and '_' (it names a folder)")
+    set_folder(name, "result set name")
     if source is None:
         if not (METRICS / "runs.csv").is_file() or not (METRICS / "runs").is_dir():
             raise UserError(f"{METRICS}/runs is missing: run `dvc repro aggregate` first (export ships what it collected)")
@@ -146,12 +197,9 @@ def _ship_job(name: str, folder: Path, add: bool, force: bool) -> None:
         if not (folder / needed).exists():
             raise UserError(f"--from: {needed} is missing; a GPU job's results hold runs/, timings/, params.yaml "
                             f"and job.json (scripts/gpu-sweep.sh writes them)")
-    try:
-        job = json.loads((folder / "job.json").read_text())
-        if not isinstance(job, dict):
-            raise ValueError("not an object")
-    except ValueError as e:
-        raise UserError(f"--from: job.json is not the job's record ({e})") from None
+    job = read_json(folder / "job.json", LIMITS["provenance.json"], folder)
+    if not isinstance(job, dict):
+        raise UserError(f"--from: {folder / 'job.json'} is not the job's record (not a JSON object)")
     commit, dirty = job.get("commit"), job.get("uncommitted_changes")
     if commit is None:      # the tree travelled without .git: this checkout's commit, dirty unless its code is the job's
         from stages.gpu_job import code_digest
@@ -166,18 +214,24 @@ def _ship(name: str, source: Path, timings: Path, params: Path, commit: str | No
           add: bool, force: bool, job: dict | None = None) -> None:
     """Copy the runs under `source` (runs/<dataset>/<method>/beta<β>/seed<s>/) into data/results/<name>/ with their
     timings and params file as provenance; `job`: the GPU job's own record, kept with each run."""
-    from rich.console import Console
-
     import torch
 
     from tcvae import results
     from tcvae.console import console, count
     from tcvae.train import resolve_precision
 
+    dest = set_folder(name, "result set name")
     p = load_params(params)
+    sets = sorted(set(listed_sets()) | {name})       # a damaged sets.yaml stops it before anything is written
     new = results.collect(source)
-    dest = RESULTS / name
-    old = json.loads((dest / "provenance.json").read_text()) if (dest / "provenance.json").is_file() else None
+    if not new:
+        raise UserError(f"{source} holds no runs (an empty sweep): there is nothing to export")
+    if os.path.lexists(dest) and not os.path.isdir(dest):
+        raise UserError(f"{dest} is a file, not a result set: move it away first")
+    if os.path.isdir(dest) and not os.path.lexists(dest / "provenance.json") and not force:
+        raise UserError(f"{dest} exists but is not a result set (no provenance.json): pass --force to replace it "
+                        f"and everything in it, or choose another name")
+    old = read_provenance(dest) if not force or add else None
     keys = [str(results.run_path(r["dataset"], r["method"], r["beta"], r["seed"])) for r in new]
     if not keys:
         raise UserError(f"{source}: no evaluated runs to export")
@@ -189,14 +243,21 @@ def _ship(name: str, source: Path, timings: Path, params: Path, commit: str | No
         if differ:
             raise UserError(f"{dest} already has other results for {len(differ)} of these runs, e.g. {differ[0]}: "
                             f"pass --force to replace them")
+    for r, key in zip(new, keys):           # the params recorded are the ones the runs were made with (a GPU job's
+        if job is None:                     # params.yaml is the one its runs were trained with, models not shipped)
+            _check_record(Path("data/runs") / key / "model.pt", p, r["dataset"], params)
+    if old is not None and add and not force:
+        for key, record in old["runs"].items():
+            _check_same_params(dest, key, record, p, params)
     params_text = params.read_text()
     params_file = f"params/{hashlib.sha256(params_text.encode()).hexdigest()[:12]}.yaml"
-    with atomic_dir(dest) as tmp:
+    with atomic_outputs(files=[RESULTS / "sets.yaml"], dirs=[dest]) as (sets_yaml, tmp):   # the set and its listing together
         prov = {"name": name, "runs": {}}
         if old is not None and add:
+            results.collect(dest / "runs")       # the set's own runs: plain files, each as its folder says
             for folder in ("runs", "params"):
                 if (dest / folder).is_dir():
-                    shutil.copytree(dest / folder, tmp / folder)
+                    shutil.copytree(dest / folder, tmp / folder, symlinks=True)   # links copied as links: none here
             prov["runs"] = dict(old["runs"])
         for key in keys:
             shutil.rmtree(tmp / "runs" / key, ignore_errors=True)
@@ -212,9 +273,8 @@ def _ship(name: str, source: Path, timings: Path, params: Path, commit: str | No
         prov["runs"] = dict(sorted(prov["runs"].items()))
         (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
         rows = results.summarise_folder(tmp)
-    sets = sorted(set(listed_sets()) | {name})
-    (RESULTS / "sets.yaml").write_text("# Shipped result sets, drawn by `dvc repro` (stage results@<name>); "
-                                       "`tcvae results export` keeps this list.\n" + yaml.safe_dump({"sets": sets}))
+        sets_yaml.write_text("# Shipped result sets, drawn by `dvc repro` (stage results@<name>); "
+                             "`tcvae results export` keeps this list.\n" + yaml.safe_dump({"sets": sets}))
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     console(highlight=False).print(
         f"{dest}: {count(len(rows), 'run')} ({len(keys)} exported now), {size / 2**20:.1f} MiB\n"
@@ -222,13 +282,48 @@ def _ship(name: str, source: Path, timings: Path, params: Path, commit: str | No
         f"`git add {dest} {RESULTS}/sets.yaml dvc.lock` ships it")
 
 
+def _check_record(model: Path, p, dataset: str, params: Path) -> None:
+    """Refuse to record `params` for a run whose model.pt (its train stage's record) says it was made with other
+    data or train params: provenance must say how the run was made."""
+    if not os.path.lexists(model):
+        raise UserError(f"{model} is missing: export records each run's params from its model's record; run "
+                        f"`dvc pull` or `dvc repro` for it first")
+    saved = load_weights_only(model, remedy="rerun its train stage")
+    record = saved if isinstance(saved, dict) else {}
+    for section, now in (("data", p.data[dataset].model_dump(mode="json")), ("train", p.train.model_dump(mode="json"))):
+        if record.get(section) != now:
+            raise UserError(f"{model} was made with other `{section}` params than {params} holds: export with the "
+                            f"params file its sweep was run with (--params)")
+
+
+def _check_same_params(dest: Path, key: str, record: dict, p, params: Path) -> None:
+    """Refuse (without --force) to add runs made with other data or train params than a set's runs were."""
+    path = dest / str(record.get("params"))
+    if not os.path.lexists(path):
+        raise UserError(f"{path}: missing (provenance.json names it as the params of {key})")
+    read_bounded(path, LIMITS["params"], dest)                 # a plain, small file: then validated as params
+    then, dataset = load_params(path), key.split("/")[0]
+    same_data = dataset not in p.data or (dataset in then.data and then.data[dataset] == p.data[dataset])
+    if then.train != p.train or not same_data:
+        raise UserError(f"{dest}: its run {key} was made with other data or train params than {params}: one median "
+                        f"over both would mix them; export to another set, or pass --force to add them anyway")
+
+
 def _same_run(a: Path, b: Path) -> bool:
-    return all((a / f).is_file() == (b / f).is_file() and (not (a / f).is_file() or
-               (a / f).read_bytes() == (b / f).read_bytes()) for f in ("eval.json", "history.csv"))
+    """Whether runs a and b hold the same eval.json and history.csv (plain files within their caps)."""
+    def content(folder: Path, name: str) -> bytes | None:
+        return read_bounded(folder / name, LIMITS[name], folder) if os.path.lexists(folder / name) else None
+    return all(content(a, f) == content(b, f) for f in ("eval.json", "history.csv"))
 
 
 def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A timing record (data/timings/…), checked; None where there is none."""
+    if not os.path.lexists(path):
+        return None
+    record = read_json(path, LIMITS["timing"])
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: must hold a JSON object (a timing record, written by the stage)")
+    return record
 
 
 def _git_commit() -> tuple[str | None, bool]:

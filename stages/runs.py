@@ -3,6 +3,7 @@ sweep matrix with its coordinates checked against the validated params."""
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,8 +94,9 @@ def select(p: Params, names: list[str] | None) -> list[str]:
 
 
 def need(path: Path, stage: str, dataset: str) -> Path:
-    """`path` if it exists, else a UserError saying which stage makes it."""
-    if not path.is_file():
+    """`path` if it exists (a link too: the read that follows refuses it, naming it), else a UserError saying
+    which stage makes it."""
+    if not os.path.lexists(path):
         raise UserError(f"{path} is missing: run `dvc repro {stage}` (or `tcvae stage {stage} --dataset {dataset}`)")
     return path
 

@@ -18,6 +18,7 @@ The file is a function of its inputs (no timestamps), so DVC sees the same bytes
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from tcvae.io import atomic_path
+from tcvae.errors import UserError
+from tcvae.io import atomic_path, read_bounded
 
 # Factor values for display: angles are stored in radians, drawn in degrees.
 DEGREES = ("orientation", "azimuth", "elevation", "lighting")
@@ -133,18 +135,34 @@ def write(path: Path, d: FigureData) -> None:
                 g.attrs["range"] = d.attributes["range"]
 
 
-def read(path: Path) -> FigureData:
-    """The arrays of a `figures.h5`."""
-    with h5py.File(path, "r") as f:
-        factors = {name: {"means": g["means"][()], "values": g["values"][()], "unit": str(g.attrs["unit"])}
-                   for name, g in f["factors"].items()} if "factors" in f else {}
-        attributes = None
-        if "attributes" in f:
-            g = f["attributes"]
-            attributes = {"traversals": g["traversals"][()], "latents": g["latents"][()],
-                          "correlations": g["correlations"][()], "range": float(g.attrs["range"]),
-                          "names": [s.decode() if isinstance(s, bytes) else str(s) for s in g["names"][()]]}
-        return FigureData(traversals=f["traversals"][()], offsets=f["offsets"][()], image=int(f.attrs["image"]),
-                          originals=f["originals"][()], reconstructions=f["reconstructions"][()], factors=factors,
-                          groups=tuple(str(s) for s in f.attrs["groups"]),
-                          position=f["position"][()] if "position" in f else None, attributes=attributes)
+def read(path: Path, latents: int, root: Path | None = None) -> FigureData:
+    """The arrays of a `figures.h5` of a run with `latents` latents, checked (tcvae.resultfiles.check_figures)
+    before any is read; the file is read whole first (a bounded, plain file: see tcvae.io.read_bounded). A file
+    that is not such a figures.h5 is a UserError naming it."""
+    from tcvae.resultfiles import LIMITS, check_figures
+
+    data = read_bounded(path, LIMITS["figures.h5"], root)
+    try:
+        with h5py.File(io.BytesIO(data), "r") as f:
+            check_figures(f, latents, path)
+            return _arrays(f)
+    except UserError:
+        raise
+    except Exception as e:       # not HDF5, a damaged chunk or header: h5py raises OSError, KeyError, ValueError …
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise UserError(f"{path}: not a readable figures.h5 ({first}); evaluate the run again") from None
+
+
+def _arrays(f: h5py.File) -> FigureData:
+    factors = {name: {"means": g["means"][()], "values": g["values"][()], "unit": str(g.attrs["unit"])}
+               for name, g in f["factors"].items()} if "factors" in f else {}
+    attributes = None
+    if "attributes" in f:
+        g = f["attributes"]
+        attributes = {"traversals": g["traversals"][()], "latents": g["latents"][()],
+                      "correlations": g["correlations"][()], "range": float(g.attrs["range"]),
+                      "names": [s.decode(errors="replace") if isinstance(s, bytes) else str(s) for s in g["names"][()]]}
+    return FigureData(traversals=f["traversals"][()], offsets=f["offsets"][()], image=int(f.attrs["image"]),
+                      originals=f["originals"][()], reconstructions=f["reconstructions"][()], factors=factors,
+                      groups=tuple(s.decode(errors="replace") if isinstance(s, bytes) else str(s) for s in f.attrs.get("groups", [])),
+                      position=f["position"][()] if "position" in f else None, attributes=attributes)

@@ -14,28 +14,19 @@ A shipped set adds `provenance.json` and the `params.yaml` it was made with. No 
 from __future__ import annotations
 
 import csv
-import json
-import shutil
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tcvae.errors import UserError
-from tcvae.io import atomic_dir, atomic_path, write_json
+from tcvae.io import atomic_outputs, atomic_path, read_bounded, write_json
+from tcvae.resultfiles import LIMITS, RUN_FILES, RUNS_CSV, beta_name, read_eval, read_runs_csv, run_folders  # noqa: F401 (beta_name: read here by stages)
 
-FIELDS = ["dataset", "method", "beta", "seed", "mig", "mig_discrete", "dci", "sap", "factorvae_score",
-          "betavae_score", "factors_captured", "factors_scored", "elbo", "log_px", "kl", "mi", "tc", "dimwise_kl",
-          "active_units"]
+FIELDS = list(RUNS_CSV)      # runs.csv's columns, in order (their kinds: tcvae.resultfiles.RUNS_CSV)
 SCORES = {"dci": ("dci", "disentanglement"), "sap": ("sap", "score"), "factorvae_score": ("factorvae", "score"),
           "betavae_score": ("betavae", "score")}     # runs.csv column: (eval.json's scores entry, its number)
-INTEGERS = ("seed", "active_units", "factors_captured", "factors_scored")
-RUN_FILES = ("eval.json", "history.csv", "figures.h5")
-
-
-def beta_name(beta: float) -> str:
-    """β as run folders and DVC's stage names spell it: 6, 0.5 (Python's str of the number, 6.0 as 6)."""
-    return str(int(beta)) if float(beta).is_integer() else str(float(beta))
 
 
 def number(x: float, digits: int = 3, sign: bool = False) -> str:
@@ -63,14 +54,15 @@ def row(ev: dict[str, Any]) -> dict[str, Any]:
 
 
 def collect(runs: Path) -> list[dict[str, Any]]:
-    """The rows of every run under `runs` (a result folder's runs/), ordered by data set, method, β and seed.
+    """The rows of every run under `runs` (a result folder's runs/), ordered by data set, method, β and seed; each
+    run's coordinates are its folder's, and its eval.json must say the same (tcvae.resultfiles).
     Within a data set every run has a MIG, or none has (a data set without factors)."""
     rows = []
-    for path in sorted(runs.glob("*/*/*/*/eval.json")):
-        try:
-            rows.append(row(json.loads(path.read_text())))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise UserError(f"{path}: not an eval.json written by `tcvae stage evaluate` ({type(e).__name__}: {e})")
+    for folder, coordinates in run_folders(runs):
+        missing = [name for name in RUN_FILES if not (folder / name).is_file()]
+        if missing:
+            raise UserError(f"{folder / missing[0]} is missing: a run folder holds {', '.join(RUN_FILES)}")
+        rows.append(row(read_eval(folder / "eval.json", coordinates, runs)))
     for dataset in {r["dataset"] for r in rows}:
         theirs = [r for r in rows if r["dataset"] == dataset]
         if len({r["mig"] is None for r in theirs}) > 1:
@@ -87,14 +79,10 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         w.writerows({k: ("" if r[k] is None else r[k]) for k in FIELDS} for r in rows)
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """runs.csv back as dicts with numbers parsed (empty → None)."""
-    def parse(k: str, v: str):
-        if k in ("dataset", "method"):
-            return v
-        return None if v == "" else (int(v) if k in INTEGERS else float(v))
-    with open(path, newline="") as f:
-        return [{k: parse(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
+def read_rows(path: Path, root: Path | None = None) -> list[dict[str, Any]]:
+    """runs.csv back as dicts with numbers parsed (empty → None), checked (tcvae.resultfiles.read_runs_csv);
+    `root`: the folder below which no symbolic link is followed (default: runs.csv's own folder)."""
+    return read_runs_csv(path, path.parent if root is None else root)
 
 
 # Below 5 points a rank correlation says nothing: of the 4! orderings of 4 uncorrelated points, 2 give ρ = ±1
@@ -143,7 +131,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             # three decimals: seeds move MIG by far more, and `dvc metrics show` stays narrow
             methods[method] = {"mig": round(medians[best], 3), "beta": int(best) if float(best).is_integer() else best,
                                "rho": None if rho is None else round(rho, 2),
-                               "captured": float(np.median([r["factors_captured"] for r in at_best])),
+                               "captured": _median([r["factors_captured"] for r in at_best]),
                                "elbo": round(float(np.median([r["elbo"] for r in at_best])), 1)}
             for column in SCORES:      # the other metrics at the same β
                 values = [r[column] for r in at_best if r[column] is not None]
@@ -152,12 +140,10 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
     return out
 
 
-def write_summary(folder: Path, summary: dict[str, dict[str, dict[str, Any]]]) -> None:
-    """folder/summary/<dataset>/<method>.json, replacing the whole summary/ folder at once."""
-    with atomic_dir(folder / "summary") as tmp:
-        for dataset, methods in summary.items():
-            for method, numbers in methods.items():
-                write_json(tmp / dataset / f"{method}.json", numbers)
+def _median(values: list[float | None]) -> float | None:
+    """The median of the values that are not None (None if there are none)."""
+    present = [v for v in values if v is not None]
+    return float(np.median(present)) if present else None
 
 
 def headline(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
@@ -166,18 +152,25 @@ def headline(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[st
             for dataset, methods in summary.items() if all("mig" in numbers for numbers in methods.values())}
 
 
-def write_derived(folder: Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """(Re)write folder/runs.csv and folder/summary/ from the rows of its runs (`collect`); return the summary."""
-    write_rows(folder / "runs.csv", rows)
+def write_derived(runs_csv: Path, summary_dir: Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Write runs.csv and the summary folder (summary_dir/<dataset>/<method>.json) from the rows of the runs
+    (`collect`) at the paths given (temporary ones of `tcvae.io.atomic_outputs`); return the summary."""
+    write_rows(runs_csv, rows)
     summary = summarise(rows)
-    write_summary(folder, summary)
+    for dataset, methods in summary.items():
+        for method, numbers in methods.items():
+            write_json(summary_dir / dataset / f"{method}.json", numbers)
     return summary
 
 
 def summarise_folder(folder: Path) -> list[dict[str, Any]]:
-    """(Re)write folder/runs.csv and folder/summary/ from the runs under folder/runs/; return the rows."""
+    """(Re)write folder/runs.csv and folder/summary/ from the runs under folder/runs/, both in one step; return
+    the rows."""
     rows = collect(folder / "runs")
-    write_derived(folder, rows)
+    if not rows:
+        raise UserError(f"{folder}/runs holds no runs: a result folder holds runs/<dataset>/<method>/beta<β>/seed<s>/")
+    with atomic_outputs(files=[folder / "runs.csv"], dirs=[folder / "summary"]) as (runs_csv, summary_dir):
+        write_derived(runs_csv, summary_dir, rows)
     return rows
 
 
@@ -201,7 +194,10 @@ def table(rows: list[dict[str, Any]], title: str, missing: list[str] = ()) -> An
     captured (their range over seeds) and the runs counted, collapsed ones named; `missing` runs are listed under it."""
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", caption="\n".join(f"missing: {m}" for m in missing) or None,
+    from rich.markup import escape
+
+    t = Table(title=escape(title), title_justify="left",      # a folder named on the command line may hold [brackets]
+              caption=escape("\n".join(f"missing: {m}" for m in missing)) or None,
               caption_justify="left")
     for c, justify in (("data set", "left"), ("method", "left"), ("β", "right"), ("MIG", "right"),
                        ("factors captured", "right"), ("TC (nats)", "right"), ("ELBO (nats)", "right"),
@@ -221,8 +217,9 @@ def table(rows: list[dict[str, Any]], title: str, missing: list[str] = ()) -> An
 
 
 def copy_run(src: Path, dest: Path) -> None:
-    """Copy one run's small files (those that exist) from folder `src` into folder `dest`."""
+    """Copy one run's small files (those that exist) from folder `src` into folder `dest`: plain files only, each
+    within its cap (a symbolic link or a FIFO is refused, naming it, never followed)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, dest / name)
+        if os.path.lexists(src / name):
+            (dest / name).write_bytes(read_bounded(src / name, LIMITS[name], src))

@@ -85,3 +85,31 @@ def run_cli(*args: str, cwd: Path | None = None) -> tuple[int, str]:
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return code, out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def shipped_workspace(tmp_path_factory) -> Path:
+    """A workspace (made once per session: ~15 s) with the tiny data set, one β-VAE and one β-TCVAE run trained,
+    evaluated and aggregated, and exported as the result set data/results/s1. Copy it (`copy_workspace`) before
+    changing anything."""
+    folder = tmp_path_factory.mktemp("shipped")
+    (folder / "params.yaml").write_text(yaml.safe_dump(tiny_params(
+        sweep={"datasets": ["tiny"], "betas": {"betavae": [2], "tcvae": [2], "factorvae": []}, "seeds": [0]}),
+        sort_keys=False))
+    steps = [("stage", "download"), ("stage", "preprocess")] + [
+        (stage, "--dataset", "tiny", "--method", method, "--beta", "2") for stage in ("train", "evaluate")
+        for method in ("betavae", "tcvae")]
+    for args in [*steps, ("stage", "aggregate"), ("results", "export", "s1")]:
+        if args[0] in ("train", "evaluate"):
+            args = ("stage", *args)
+        code, out = run_cli(*args, cwd=folder)
+        assert code == 0, out
+    return folder
+
+
+@pytest.fixture
+def workspace(shipped_workspace, tmp_path) -> Path:
+    """A fresh copy of `shipped_workspace` to change."""
+    import shutil
+
+    return Path(shutil.copytree(shipped_workspace, tmp_path / "ws", symlinks=True))
