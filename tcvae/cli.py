@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from stages import aggregate, download, evaluate, plan, plot, preprocess, results, train
+from stages import aggregate, download, evaluate, plan, plot, preprocess, results, slurm, train
 
 app = typer.Typer(help="β-TCVAE, reproduced: data → train → evaluate → figures.", no_args_is_help=True,
                   pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -28,6 +28,8 @@ stage.command("evaluate")(evaluate.command)
 stage.command("aggregate")(aggregate.command)
 stage.command("plot")(plot.command)
 sweep.command("plan")(plan.command)
+sweep.command("submit")(slurm.submit)
+sweep.command("status")(slurm.status)
 shown = typer.Typer(help="Results: print them again, list the shipped result sets, export the sweep as one.",
                     no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(shown, name="results")
