@@ -20,11 +20,11 @@ from typing import Annotated
 
 import typer
 
-from stages.options import ParamsOption
 from stages.params import load_params
 from stages.runs import stage_name, sweep_runs
 from tcvae.errors import UserError
 
+PARAMS = Path("params.yaml")        # the pipeline's: DVC's stages (and so the tasks) read this one
 RECORD = Path(".dvc/tmp/sweep-slurm.json")
 LOGS = Path(".dvc/tmp/slurm")        # the tasks' logs, and the final job's copy of the figures and metrics
 ACTIVE = {"PENDING": "queued", "CONFIGURING": "queued", "REQUEUED": "queued", "RUNNING": "running",
@@ -42,18 +42,17 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="print the two job scrip
 
 
 def submit(partition: Partition = None, time: Time = None, cpus: Cpus = None, mem: Mem = None, gres: Gres = None,
-           sbatch_line: Lines = None, remote: Remote = None, dry_run: DryRun = False,
-           params: ParamsOption = Path("params.yaml")) -> None:
+           sbatch_line: Lines = None, remote: Remote = None, dry_run: DryRun = False) -> None:
     """Submit the sweep's runs still to do as one SLURM array (a task per run: its own clone at this commit,
     `dvc repro --pull` of its evaluate stage, `dvc push --run-cache`), then a job after it that restores
-    every run from the remote and runs aggregate and plot."""
-    p = load_params(params)
+    every run from the remote and runs aggregate and plot. The runs are params.yaml's, as dvc.yaml reads it."""
+    p = load_params(PARAMS)
     sbatch = _tool("sbatch")
+    if partition:
+        _check_partition(partition)
     commit = _clean_commit()
     name, url = _remote(remote)
     pending = [s for s, state in run_states(name).items() if state in ("to run", "failed")]
-    if partition:
-        _check_partition(partition)
     options = [f"--{k}={v}" for k, v in (("partition", partition), ("time", time), ("cpus-per-task", cpus),
                                          ("mem", mem), ("gres", gres)) if v is not None] + list(sbatch_line or [])
     for line in options:
@@ -83,11 +82,11 @@ def submit(partition: Partition = None, time: Time = None, cpus: Cpus = None, me
           f"every run is done or restorable: submitted job {final_id} (aggregate + plot)")
 
 
-def status(remote: Remote = None, params: ParamsOption = Path("params.yaml")) -> None:
+def status(remote: Remote = None) -> None:
     """Each run of the sweep: done (restorable from the remote's run-cache), queued, running, failed (submitted,
     no longer in SLURM's queue, not done: SLURM's accounting says why where it keeps one) or to run; and the
     command that resubmits exactly the failed ones."""
-    load_params(params)
+    load_params(PARAMS)
     name, _ = _remote(remote)
     states = run_states(name)
     reasons = _accounting()
@@ -120,7 +119,7 @@ def run_states(remote: str) -> dict[str, str]:
             evaluated = _train_status(repo, last="evaluate-", pushed=True)
     except DvcException as e:
         raise UserError(f"DVC remote {remote!r}: cannot read its run-cache ({e})") from None
-    p = load_params(Path("params.yaml"))
+    p = load_params(PARAMS)
     runs = [stage_name("evaluate", *run) for run in sweep_runs(p.sweep)]
     queue = _queue()
     submitted = {s: sub["array"] for sub in _read_record() for s in sub["stages"] if sub["array"]}

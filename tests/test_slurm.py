@@ -18,9 +18,9 @@ from tests.test_scale import DVC, make_repo, run
 
 INSTALL = "sudo apt-get install -y slurmctld slurmd slurm-client munge"
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel")
-RUNS = tiny_params(train={**tiny_params()["train"], "steps": 120},
+RUNS = tiny_params(train={**tiny_params()["train"], "steps": 60},
                    sweep={"datasets": ["tiny"], "betas": {"betavae": [1, 4], "tcvae": [4, 8], "factorvae": []}, "seeds": [0]},
-                   evaluate=TINY_EVAL)      # 4 runs
+                   evaluate={**TINY_EVAL, "scores": []})      # 4 runs; MIG only
 
 
 def _missing() -> str | None:
@@ -168,7 +168,7 @@ def test_submit_cancel_resubmit_and_rebuild_without_training(cluster, tmp_path):
     wait_for(ckpts, "the first task's checkpoint")
     subprocess.run(["scancel", f"{array}_0"], check=True)
     wait_for(queue_empty, "the array and the gather job")
-    assert torch.load(ckpts()[0], weights_only=True)["step"] < 120
+    assert torch.load(ckpts()[0], weights_only=True)["step"] < 60
 
     status = sweep("status", cwd=origin)
     assert status.returncode == 0, status.stderr
