@@ -80,18 +80,21 @@ def command(params: ParamsOption = Path("params.yaml")) -> None:
                   f"as to train")
 
 
-def _train_status(repo) -> dict[str, str]:
+def _train_status(repo, last: str = "train-", pushed: bool = False) -> dict[str, str]:
     """Each train stage (train-<method>@…): "done" (outputs match), "cached" (DVC's run-cache restores it without training), "to train",
     or "inputs not built" (missing, or to be remade by a stage that runs first). A stage's run-cache key is the
     hash of its command, params and inputs, so an input not built yet (a data set not downloaded or preprocessed)
     is predicted from its own stage's run-cache entry, as `dvc repro` would restore it: download → preprocess →
-    train, in that order."""
+    train, in that order. With `last="evaluate-"` the evaluate stages too (theirs are returned, not train's); with
+    `pushed`, a run-cache entry counts as restorable though its outputs are not in the local cache (`tcvae sweep`:
+    workers push entries and outputs together to the remote, which `dvc repro --pull` restores from)."""
     from dvc.exceptions import DvcException
     from dvc.stage.cache import _get_cache_hash
     from dvc.stage.serialize import to_single_stage_lockfile
     from dvc_data.hashfile.meta import Meta
 
-    stages = [st for prefix in ("download@", "preprocess@", "train-") for st in repo.index.stages
+    prefixes = ("download@", "preprocess@", "train-", "evaluate-")
+    stages = [st for prefix in prefixes[:prefixes.index(last) + 1] for st in repo.index.stages
               if st.name.startswith(prefix)]
     built: dict[str, object] = {}    # path → the HashInfo an upstream stage's output has, or will have once restored
     status: dict[str, str] = {}
@@ -117,7 +120,7 @@ def _train_status(repo) -> dict[str, str]:
             newest = max(entries.iterdir(), key=lambda f: f.stat().st_mtime, default=None) if entries.is_dir() else None
             entry = newest and repo.stage_cache._load_cache(key, newest.name)
             cached = entry and repo.stage_cache._create_stage(entry, wdir=st.wdir)
-            if cached and cached.outs_cached():
+            if cached and (pushed or cached.outs_cached()):
                 status[st.name] = "cached"
                 built.update((out.fs_path, out.hash_info) for out in cached.outs)
             else:
@@ -128,7 +131,7 @@ def _train_status(repo) -> dict[str, str]:
             status[st.name] = "to train"
         if status[st.name] in ("to train", "inputs not built"):
             rebuilt.update(out.fs_path for out in st.outs)
-    return {name: state for name, state in status.items() if name.startswith("train-")}
+    return {name: state for name, state in status.items() if name.startswith(last)}
 
 
 def _duration(seconds: float) -> str:

@@ -202,6 +202,9 @@ class ComputeParams(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"     # auto: CUDA when available, else CPU
     checkpoint_minutes: PositiveFloat = 2.0
     checkpoint_every_steps: PositiveInt | None = None   # also checkpoint every k steps (tests, debugging)
+    # checkpoints in this folder, not beside the run: one the cluster's workers share, so a pre-empted task that
+    # runs again in a fresh clone resumes (`tcvae sweep submit`); files are keyed by run and its training record
+    checkpoint_dir: UserPath | None = None
 
 
 Weight = Annotated[Union[StrictInt, StrictFloat], Field(ge=0, le=1e6, allow_inf_nan=False)]

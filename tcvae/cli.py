@@ -26,7 +26,7 @@ if os.path.basename(sys.argv[0]) in ("tcvae", "__main__.py"):
 
 import typer  # noqa: E402
 
-from stages import aggregate, download, evaluate, plan, plot, preprocess, results, train  # noqa: E402
+from stages import aggregate, download, evaluate, plan, plot, preprocess, results, slurm, train  # noqa: E402
 
 app = typer.Typer(help="β-TCVAE, reproduced: data → train → evaluate → figures.", no_args_is_help=True,
                   pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -47,6 +47,8 @@ stage.command("aggregate", short_help="Collect the sweep's runs: runs.csv, summa
 stage.command("plot", short_help="Draw the sweep's and each run's figures from small files.")(plot.command)
 stage.command("results", short_help="Draw the shipped result sets (DVC's results@<name>).")(results.stage)
 sweep.command("plan", short_help="The sweep's runs: done, cached or to train, and the cost.")(plan.command)
+sweep.command("submit", short_help="Submit the pending runs to SLURM as one array job.")(slurm.submit)
+sweep.command("status", short_help="Each run's state on SLURM, and how to resubmit the failed ones.")(slurm.status)
 shown = typer.Typer(help="Results: print them again, list the shipped result sets, export the sweep as one.",
                     no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(shown, name="results", short_help="Show results again, list the shipped sets, export one.")

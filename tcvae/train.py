@@ -100,7 +100,7 @@ def total_steps(cfg: Any, n: int) -> int:
 
 def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: str, out: Path,
         record: dict[str, Any], device: str = "auto", checkpoint_minutes: float = 2.0,
-        checkpoint_every_steps: int | None = None) -> dict[str, float]:
+        checkpoint_every_steps: int | None = None, checkpoint_dir: Path | None = None) -> dict[str, float]:
     """Train and write out/model.pt and out/history.csv; return the last history row. While it runs,
     out/checkpoint.pt holds the latest state (deleted at the end; not a DVC output, since DVC keeps
     stages with persistent outputs out of its run-cache).
@@ -108,7 +108,9 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
     cfg: the validated `train` params (stages.train.TrainParams). record: JSON-able facts stored in
     model.pt beside the weights (the params that made it); a checkpoint made under a different record
     is ignored, not resumed. Checkpoints are written every `checkpoint_minutes` (and every
-    `checkpoint_every_steps`, if given) and on Ctrl-C."""
+    `checkpoint_every_steps`, if given) and on Ctrl-C or SIGTERM (what SLURM sends before it kills a cancelled,
+    pre-empted or timed-out task), which then end the process as Ctrl-C does. With `checkpoint_dir` the
+    checkpoint lives there (a folder a cluster's workers share), named by the run and a hash of `record`."""
     n, b = len(data), cfg.batch_size
     if n < b:
         raise UserError(f"train.batch_size = {b}: larger than the data set ({n} images)")
@@ -117,7 +119,10 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
     device, model, opt, disc, disc_opt, noise = (trainer.device, trainer.model, trainer.opt, trainer.disc,
                                                  trainer.disc_opt, trainer.noise)
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-    ckpt_path, history = out / "checkpoint.pt", []
+    history, ckpt_path = [], out / "checkpoint.pt"
+    if checkpoint_dir:      # shared by many runs (and sweeps): the name says whose, the hash which training record
+        ckpt_path = Path(checkpoint_dir) / f"{record.get('dataset', 'run')}-{method}-beta{beta:g}-seed{seed}-{key[:16]}.pt"
+        check_writable(ckpt_path.parent, 0)
     start = 0
     check_writable(out, 7 * _bytes(model, disc))  # model.pt, and a checkpoint (weights + Adam's 2) written beside the last
     if ckpt_path.is_file():
@@ -143,7 +148,7 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
                   f"training starts over", file=sys.stderr, flush=True)
             return fit(data, cfg, method=method, beta=beta, seed=seed, arch=arch, out=out, record=record,
                        device=str(device), checkpoint_minutes=checkpoint_minutes,
-                       checkpoint_every_steps=checkpoint_every_steps)   # afresh: the half-loaded model is dropped
+                       checkpoint_every_steps=checkpoint_every_steps, checkpoint_dir=checkpoint_dir)   # afresh: the half-loaded model is dropped
 
     def save_checkpoint(step: int) -> None:
         state = {"key": key, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -168,7 +173,7 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
         checked = done
 
     interrupted = []
-    previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    previous = {sig: signal.signal(sig, lambda *_: interrupted.append(True)) for sig in (signal.SIGINT, signal.SIGTERM)}
     last_save = time.monotonic()
     try:
         with progress(steps, f"train {method} β={beta:g} seed {seed}", "step", start=start) as advance, \
@@ -194,7 +199,8 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
                     if interrupted:
                         raise KeyboardInterrupt
     finally:
-        signal.signal(signal.SIGINT, previous_handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     with atomic_path(out / "model.pt") as tmp, open(tmp, "wb") as f:   # a file object: the zip's root is
         torch.save({"state_dict": model.state_dict(), "arch": arch, "latents": cfg.latents,
                     "channels": data.image_shape[0], "width": cfg.mlp_width, "precision": trainer.precision, **record},

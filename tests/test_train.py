@@ -63,10 +63,9 @@ def start_training(folder, run=RUN):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_checkpoint(folder, proc, run_dir=RUN_DIR):
-    ckpt = folder / run_dir / "checkpoint.pt"
+def wait_for_checkpoint(folder, proc, where=RUN_DIR, name="checkpoint.pt"):
     deadline = time.monotonic() + 120
-    while not ckpt.exists():
+    while not list((folder / where).glob(name)):
         assert proc.poll() is None, proc.stderr.read()
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -75,25 +74,30 @@ def wait_for_checkpoint(folder, proc, run_dir=RUN_DIR):
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
-@pytest.mark.parametrize("device,how", [("cpu", signal.SIGKILL), ("cpu", signal.SIGINT),
+@pytest.mark.parametrize("device,how", [("cpu", signal.SIGKILL), ("cpu", signal.SIGINT), ("cpu", signal.SIGTERM),
                                         pytest.param("cuda", signal.SIGINT, marks=CUDA)])
 def test_interrupted_run_resumes_to_the_same_weights(prepared, device, how):
+    """SIGTERM is SLURM's (scancel, time limit, pre-emption): its run checkpoints in a shared compute.checkpoint_dir."""
     folder, write_params = prepared
-    write_params(tiny_params(train={**tiny_params()["train"], "steps": 300},
-                             compute={"device": device, "checkpoint_every_steps": 10}, sweep=SWEEP))
+    shared = how == signal.SIGTERM
+    compute = {"device": device, "checkpoint_every_steps": 10} | ({"checkpoint_dir": str(folder / "shared")} if shared else {})
+    write_params(tiny_params(train={**tiny_params()["train"], "steps": 300}, compute=compute, sweep=SWEEP))
     tcvae("stage", "train", *RUN, cwd=folder, check=True)
     uninterrupted = weights(folder / RUN_DIR / "model.pt")
     for f in (folder / RUN_DIR).iterdir():
         f.unlink()
 
+    where, name = ("shared", "tiny-tcvae-beta4-seed1-*.pt") if shared else (RUN_DIR, "checkpoint.pt")
     proc = start_training(folder)
-    wait_for_checkpoint(folder, proc)
+    wait_for_checkpoint(folder, proc, where, name)
     proc.send_signal(how)
     proc.wait(timeout=60)
     assert proc.returncode == (-9 if how == signal.SIGKILL else 130)
-    if how == signal.SIGINT:                          # Ctrl-C says what it kept, though Typer exits before main()'s except
+    if how != signal.SIGKILL:                         # Ctrl-C says what it kept, though Typer exits before main()'s except
         assert "interrupted; no partial output was kept" in proc.stderr.read()
-    state = torch.load(folder / RUN_DIR / "checkpoint.pt", weights_only=True)
+    [ckpt] = (folder / where).glob(name)
+    assert shared != (folder / RUN_DIR / "checkpoint.pt").exists()     # one checkpoint, where compute says
+    state = torch.load(ckpt, weights_only=True)
     assert 0 < state["step"] < 300                    # it really stopped part-way
     assert not (folder / RUN_DIR / "model.pt").exists()
     tcvae("stage", "train", *RUN, cwd=folder, check=True)
@@ -102,6 +106,7 @@ def test_interrupted_run_resumes_to_the_same_weights(prepared, device, how):
         assert same_weights(uninterrupted, resumed)
     else:                                             # CUDA kernels need not be bitwise repeatable
         assert all(torch.allclose(uninterrupted[k], resumed[k], atol=1e-5) for k in uninterrupted)
+    assert not ckpt.exists()                          # the finished run's checkpoint is gone
     rows = (folder / RUN_DIR / "history.csv").read_text().splitlines()
     assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(2, 301, 2))   # history neither lost nor doubled
 
