@@ -1,0 +1,84 @@
+"""How wrong is the minibatch TC? Each estimator of log q(z) measured against the full-data values.
+
+β-TCVAE trains on minibatch estimates of log q(z) and log ∏_j q(z_j) (`tcvae.estimators`), and through them of
+the index-code MI, the total correlation and the dimension-wise KL (Chen et al. 2018, eq. 2). For posteriors
+mu, logvar (N, D) this module draws `repeats` minibatches of each size B (uniform, without replacement, as
+training does), one posterior sample per member, and records the mean and the spread over minibatches of each
+batch-averaged quantity, for every estimator on the same minibatches. The reference is the full-data value:
+every sample against all N posteriors (`tcvae.metrics.full_data_terms`, what `kl_decomposition` reports).
+A log of an unbiased estimate of q(z) is biased low (Jensen), so every estimator's TC is biased at small B; the
+study shows by how much, and how large B must be on these posteriors. All values are nats per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from tcvae.estimators import ESTIMATORS
+from tcvae.metrics import full_data_terms
+from tcvae.objectives import decomposition, log_normal, log_qz
+
+BATCHES = (64, 128, 256, 512, 1024, 2048, 4096)    # the batch sizes studied (those above N are NaN)
+QUANTITIES = ("log_qz", "log_prod_qzj", "mi", "tc", "dimwise_kl")
+REPEATS = 16                                          # minibatches per batch size
+
+
+@dataclass
+class BiasStudy:
+    """The study's arrays (E estimators, K batch sizes, Q = len(QUANTITIES)), nats per sample.
+
+    mean, std: (E, K, Q) mean and standard deviation over `repeats` minibatches of each minibatch's average;
+    NaN where B > N. full: (Q,) the full-data values."""
+    estimators: tuple[str, ...]
+    batches: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    full: np.ndarray
+    dataset_size: int
+    repeats: int
+
+    def at(self, estimator: str, batch: int, quantity: str) -> tuple[float, float]:
+        """(mean, std) of one estimator's `quantity` at batch size `batch`."""
+        e, k = self.estimators.index(estimator), list(self.batches).index(batch)
+        q = QUANTITIES.index(quantity)
+        return float(self.mean[e, k, q]), float(self.std[e, k, q])
+
+
+def _quantities(terms: dict[str, torch.Tensor]) -> np.ndarray:
+    """The (Q,) batch means of QUANTITIES from per-sample terms (log_qz_x, log_qz, log_prod_qzj, log_pz)."""
+    parts = decomposition(terms)
+    return np.array([float(terms["log_qz"].double().mean()), float(terms["log_prod_qzj"].double().mean()),
+                     *(float(parts[k].double().mean()) for k in ("mi", "tc", "dimwise_kl"))])
+
+
+@torch.no_grad()
+def study(mu, logvar, *, batches: Sequence[int] = BATCHES, estimators: Sequence[str] = ESTIMATORS,
+          repeats: int = REPEATS, n_samples: int = 10_000, seed: int = 0) -> BiasStudy:
+    """The study for posteriors mu, logvar (N, D) (tensors or arrays; float64 stays float64). Minibatches are
+    shared by all estimators, so their differences are not sampling noise; `seed` fixes everything."""
+    mu, logvar = torch.as_tensor(np.asarray(mu)), torch.as_tensor(np.asarray(logvar))
+    if not mu.is_floating_point():
+        mu, logvar = mu.float(), logvar.float()
+    n = len(mu)
+    g = torch.Generator().manual_seed(seed)
+    shape = (len(estimators), len(batches), len(QUANTITIES))
+    mean, std = np.full(shape, np.nan), np.full(shape, np.nan)
+    for k, b in enumerate(batches):
+        if not 2 <= b <= n:
+            continue
+        values = np.empty((len(estimators), repeats, len(QUANTITIES)))
+        for r in range(repeats):
+            idx = torch.randperm(n, generator=g)[:b]
+            m, lv = mu[idx], logvar[idx]
+            z = m + torch.exp(0.5 * lv) * torch.randn(m.shape, generator=g, dtype=m.dtype)
+            terms = {"log_qz_x": log_normal(z, m, lv).sum(1), "log_pz": log_normal(z, torch.zeros(()), torch.zeros(())).sum(1)}
+            for e, estimator in enumerate(estimators):
+                terms["log_qz"], terms["log_prod_qzj"] = log_qz(z, m, lv, n, estimator)
+                values[e, r] = _quantities(terms)
+        mean[:, k], std[:, k] = values.mean(1), values.std(1, ddof=1) if repeats > 1 else 0.0
+    full = _quantities(full_data_terms(mu, logvar, n_samples=n_samples, seed=seed))
+    return BiasStudy(tuple(estimators), np.asarray(batches, dtype=np.int64), mean, std, full, n, repeats)
