@@ -2,7 +2,7 @@
 
 β-TCVAE trains on minibatch estimates of log q(z) and log ∏_j q(z_j) (`tcvae.estimators`), and through them of
 the index-code MI, the total correlation and the dimension-wise KL (Chen et al. 2018, eq. 2). For posteriors
-mu, logvar (N, D) this module draws `repeats` minibatches of each size B (uniform, without replacement, as
+mu, logvar (N, D) this module draws minibatches of each size B (uniform, without replacement, as
 training does), one posterior sample per member, and records the mean and the spread over minibatches of each
 batch-averaged quantity, for every estimator on the same minibatches. The reference is the full-data value:
 every sample against all N posteriors (`tcvae.metrics.full_data_terms`, what `kl_decomposition` reports).
@@ -24,28 +24,34 @@ from tcvae.objectives import decomposition, log_normal, log_qz
 
 BATCHES = (64, 128, 256, 512, 1024, 2048, 4096)    # the batch sizes studied (those above N are NaN)
 QUANTITIES = ("log_qz", "log_prod_qzj", "mi", "tc", "dimwise_kl")
-REPEATS = 16                                          # minibatches per batch size
+REPEATS = 16    # minibatches per batch size up to B = 256; fewer above (cost ∝ B²: `repeats_at`), never under 2
 
 
 @dataclass
 class BiasStudy:
     """The study's arrays (E estimators, K batch sizes, Q = len(QUANTITIES)), nats per sample.
 
-    mean, std: (E, K, Q) mean and standard deviation over `repeats` minibatches of each minibatch's average;
-    NaN where B > N. full: (Q,) the full-data values."""
+    mean, std: (E, K, Q) mean and standard deviation over repeats[k] minibatches of each minibatch's average;
+    NaN where B > N. full: (Q,) the full-data values. batch_size: the run's own training batch (0: none)."""
     estimators: tuple[str, ...]
     batches: np.ndarray
+    repeats: np.ndarray
     mean: np.ndarray
     std: np.ndarray
     full: np.ndarray
     dataset_size: int
-    repeats: int
+    batch_size: int = 0
 
     def at(self, estimator: str, batch: int, quantity: str) -> tuple[float, float]:
         """(mean, std) of one estimator's `quantity` at batch size `batch`."""
         e, k = self.estimators.index(estimator), list(self.batches).index(batch)
         q = QUANTITIES.index(quantity)
         return float(self.mean[e, k, q]), float(self.std[e, k, q])
+
+
+def repeats_at(batch: int, repeats: int = REPEATS) -> int:
+    """Minibatches drawn at batch size `batch`: `repeats` up to B = 256, then ∝ 1/B² (each costs B²·D), at least 2."""
+    return max(2, min(repeats, round(repeats * (256 / batch) ** 2)))
 
 
 def _quantities(terms: dict[str, torch.Tensor]) -> np.ndarray:
@@ -57,9 +63,10 @@ def _quantities(terms: dict[str, torch.Tensor]) -> np.ndarray:
 
 @torch.no_grad()
 def study(mu, logvar, *, batches: Sequence[int] = BATCHES, estimators: Sequence[str] = ESTIMATORS,
-          repeats: int = REPEATS, n_samples: int = 10_000, seed: int = 0) -> BiasStudy:
-    """The study for posteriors mu, logvar (N, D) (tensors or arrays; float64 stays float64). Minibatches are
-    shared by all estimators, so their differences are not sampling noise; `seed` fixes everything."""
+          repeats: int = REPEATS, n_samples: int = 10_000, seed: int = 0, batch_size: int = 0) -> BiasStudy:
+    """The study for posteriors mu, logvar (N, D) (tensors or arrays; float64 stays float64), `repeats_at(B,
+    repeats)` minibatches at each B. Minibatches are shared by all estimators, so their differences are not
+    sampling noise; `seed` fixes everything. `batch_size`: the run's training batch, recorded for the figure."""
     mu, logvar = torch.as_tensor(np.asarray(mu)), torch.as_tensor(np.asarray(logvar))
     if not mu.is_floating_point():
         mu, logvar = mu.float(), logvar.float()
@@ -67,11 +74,13 @@ def study(mu, logvar, *, batches: Sequence[int] = BATCHES, estimators: Sequence[
     g = torch.Generator().manual_seed(seed)
     shape = (len(estimators), len(batches), len(QUANTITIES))
     mean, std = np.full(shape, np.nan), np.full(shape, np.nan)
+    counts = np.zeros(len(batches), dtype=np.int64)
     for k, b in enumerate(batches):
         if not 2 <= b <= n:
             continue
-        values = np.empty((len(estimators), repeats, len(QUANTITIES)))
-        for r in range(repeats):
+        counts[k] = repeats_at(b, repeats)
+        values = np.empty((len(estimators), counts[k], len(QUANTITIES)))
+        for r in range(counts[k]):
             idx = torch.randperm(n, generator=g)[:b]
             m, lv = mu[idx], logvar[idx]
             z = m + torch.exp(0.5 * lv) * torch.randn(m.shape, generator=g, dtype=m.dtype)
@@ -79,6 +88,6 @@ def study(mu, logvar, *, batches: Sequence[int] = BATCHES, estimators: Sequence[
             for e, estimator in enumerate(estimators):
                 terms["log_qz"], terms["log_prod_qzj"] = log_qz(z, m, lv, n, estimator)
                 values[e, r] = _quantities(terms)
-        mean[:, k], std[:, k] = values.mean(1), values.std(1, ddof=1) if repeats > 1 else 0.0
+        mean[:, k], std[:, k] = values.mean(1), values.std(1, ddof=1)
     full = _quantities(full_data_terms(mu, logvar, n_samples=n_samples, seed=seed))
-    return BiasStudy(tuple(estimators), np.asarray(batches, dtype=np.int64), mean, std, full, n, repeats)
+    return BiasStudy(tuple(estimators), np.asarray(batches, dtype=np.int64), counts, mean, std, full, n, batch_size)
