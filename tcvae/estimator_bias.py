@@ -12,41 +12,17 @@ study shows by how much, and how large B must be on these posteriors. All values
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from tcvae.estimators import ESTIMATORS
+from tcvae.figure_data import BATCHES, QUANTITIES, BiasStudy
 from tcvae.metrics import full_data_terms
 from tcvae.objectives import decomposition, log_normal, log_qz
 
-BATCHES = (64, 128, 256, 512, 1024, 2048, 4096)    # the batch sizes studied (those above N are NaN)
-QUANTITIES = ("log_qz", "log_prod_qzj", "mi", "tc", "dimwise_kl")
 REPEATS = 16    # minibatches per batch size up to B = 256; fewer above (cost ∝ B²: `repeats_at`), never under 2
-
-
-@dataclass
-class BiasStudy:
-    """The study's arrays (E estimators, K batch sizes, Q = len(QUANTITIES)), nats per sample.
-
-    mean, std: (E, K, Q) mean and standard deviation over repeats[k] minibatches of each minibatch's average;
-    NaN where B > N. full: (Q,) the full-data values. batch_size: the run's own training batch (0: none)."""
-    estimators: tuple[str, ...]
-    batches: np.ndarray
-    repeats: np.ndarray
-    mean: np.ndarray
-    std: np.ndarray
-    full: np.ndarray
-    dataset_size: int
-    batch_size: int = 0
-
-    def at(self, estimator: str, batch: int, quantity: str) -> tuple[float, float]:
-        """(mean, std) of one estimator's `quantity` at batch size `batch`."""
-        e, k = self.estimators.index(estimator), list(self.batches).index(batch)
-        q = QUANTITIES.index(quantity)
-        return float(self.mean[e, k, q]), float(self.std[e, k, q])
 
 
 def repeats_at(batch: int, repeats: int = REPEATS) -> int:

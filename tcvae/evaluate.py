@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from tcvae import disentanglement, metrics
+from tcvae import disentanglement, estimator_bias, metrics
 from tcvae.disentanglement import METRICS
 from tcvae.data import Dataset
 from tcvae.figure_data import FigureData, attribute_labels, factor_tables, to_uint8
@@ -46,11 +46,12 @@ def encode(model: VAE, data: Dataset, batch_size: int = 2048, device: str | torc
 def evaluate(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: int = 2048, n_bins: int = 20,
              active_threshold: float = 0.01, seed: int = 0, device: str | torch.device = "cpu",
              scores: Sequence[str] = METRICS, figures: Any = None,
-             precision: str = "fp32") -> tuple[dict[str, Any], FigureData | None]:
+             precision: str = "fp32", train_batch: int = 0) -> tuple[dict[str, Any], FigureData | None]:
     """Everything `eval.json` holds: the full-data ELBO = E log p(x|z) − KL (nats per image, KL analytic),
     the KL decomposition, active units and, where the data set has factors, MIG on its metric factors and the
     `scores` (tcvae.disentanglement: DCI, SAP, FactorVAE and β-VAE scores of the posterior means); and,
-    given `figures` (the validated `figures` params), what the run's figures draw."""
+    given `figures` (the validated `figures` params), what the run's figures draw, with the estimator study
+    (tcvae.estimator_bias) on the run's posteriors, `train_batch` marking its training batch size."""
     mu, logvar, log_px = encode(model, data, batch_size, device, seed, precision=precision)
     kl_per_latent = kl_normal(mu, logvar)
     kl = kl_per_latent.sum(1)
@@ -67,7 +68,10 @@ def evaluate(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: 
         out["mig"] = metrics.mig(mu, logvar, factors, n_samples=n_samples, seed=seed).as_dict()
         out["mig_discrete"] = metrics.mig_discrete(mu.numpy(), factors, n_bins=n_bins).as_dict()
         out["scores"] = disentanglement.scores(mu.numpy(), data, seed=seed, which=scores)   # DCI, SAP, FactorVAE, β-VAE
-    drawn = None if figures is None else figure_data(model, data, mu.numpy(), out["kl_per_latent"], figures, device)
+    drawn = None
+    if figures is not None:
+        drawn = figure_data(model, data, mu.numpy(), out["kl_per_latent"], figures, device)
+        drawn.estimator_bias = estimator_bias.study(mu, logvar, n_samples=n_samples, seed=seed, batch_size=train_batch)
     return out, drawn
 
 

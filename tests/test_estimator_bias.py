@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tcvae import estimator_bias as eb
+from tcvae.estimators import ESTIMATORS
 from tcvae.metrics import full_data_terms
 from tcvae.objectives import kl_normal, log_normal
 
@@ -84,5 +85,20 @@ def test_tc_bias_shrinks_as_the_batch_grows_to_n(estimator):
 def test_batches_beyond_the_data_set_are_nan_and_shapes_are_fixed():
     mu, logvar = ring(100)
     s = eb.study(mu, logvar, repeats=2, n_samples=100)
-    assert s.mean.shape == s.std.shape == (len(eb.ESTIMATORS), len(eb.BATCHES), len(eb.QUANTITIES))
+    assert s.mean.shape == s.std.shape == (len(ESTIMATORS), len(eb.BATCHES), len(eb.QUANTITIES))
     assert np.isnan(s.mean[:, 1:]).all() and np.isfinite(s.mean[:, 0]).all()     # only B = 64 ≤ N = 100
+
+
+def test_the_study_round_trips_through_figures_h5_with_fixed_shapes(tmp_path):
+    from tcvae import figure_data as fd
+    mu, logvar = ring(200)
+    s = eb.study(mu, logvar, repeats=2, n_samples=200, batch_size=64)
+    d = fd.FigureData(traversals=np.zeros((1, 2, 1, 4, 4), np.uint8), offsets=np.zeros(2), image=0,
+                      originals=np.zeros((1, 1, 4, 4), np.uint8), reconstructions=np.zeros((1, 1, 4, 4), np.uint8),
+                      estimator_bias=s)
+    fd.write(tmp_path / "f.h5", d)
+    back = fd.read(tmp_path / "f.h5").estimator_bias
+    assert back.estimators == s.estimators and back.batch_size == 64 and back.dataset_size == 200
+    for key in ("batches", "repeats", "mean", "std", "full"):
+        np.testing.assert_array_equal(getattr(back, key), getattr(s, key))
+    assert back.mean.shape == (3, len(fd.BATCHES), len(fd.QUANTITIES))
