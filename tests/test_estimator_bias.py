@@ -102,3 +102,26 @@ def test_the_study_round_trips_through_figures_h5_with_fixed_shapes(tmp_path):
     for key in ("batches", "repeats", "mean", "std", "full"):
         np.testing.assert_array_equal(getattr(back, key), getattr(s, key))
     assert back.mean.shape == (3, len(fd.BATCHES), len(fd.QUANTITIES))
+
+
+def test_an_esmaeili_run_trains_and_evaluates_through_the_stage_commands(project, monkeypatch):
+    """train.estimator: esmaeili through download → preprocess → train → evaluate; its figures.h5 holds the study
+    with the run's batch size marked."""
+    from stages import download, evaluate, preprocess, train
+    from tcvae import figure_data as fd
+    from tests.conftest import TINY_TRAIN, tiny_params
+
+    folder, write_params = project
+    write_params(tiny_params(train={**TINY_TRAIN, "estimator": "esmaeili"},
+                             sweep={"datasets": ["tiny"], "betas": {"betavae": [], "tcvae": [2], "factorvae": []}, "seeds": [0]}))
+    monkeypatch.chdir(folder)
+    download.command(folder / "params.yaml", None)
+    preprocess.command(folder / "params.yaml", None)
+    train.command("tiny", "tcvae", "2", 0, params=folder / "params.yaml")
+    evaluate.command("tiny", "tcvae", "2", 0, params=folder / "params.yaml")
+    run = folder / "data/runs/tiny/tcvae/beta2/seed0"
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) > 1 and "nan" not in history[-1].lower()
+    study = fd.read(run / "figures.h5").estimator_bias
+    assert study.batch_size == TINY_TRAIN["batch_size"] and study.dataset_size == 192
+    assert np.isfinite(study.mean[:, :2]).all() and np.isnan(study.mean[:, 2:]).all()   # B = 64, 128 ≤ N = 192
