@@ -281,6 +281,7 @@ def learning_curves(history: list[dict[str, float]], path: Path, title: str) -> 
 
 ESTIMATOR_COLORS = {"mss": "#D55E00", "mws": "#0072B2", "esmaeili": "#009E73"}
 ESTIMATOR_LABELS = {"mss": "MSS (Chen et al.)", "mws": "MWS (Chen et al.)", "esmaeili": "Esmaeili et al."}
+ESTIMATOR_STYLES = {"mss": "o-", "mws": "s-", "esmaeili": "^--"}   # dashed: at B ≪ N it lies on MSS
 
 
 def estimator_bias(study, path: Path, title: str) -> None:
@@ -298,7 +299,8 @@ def estimator_bias(study, path: Path, title: str) -> None:
         for e, name in enumerate(study.estimators):
             m, s = study.mean[e, ok, i], study.std[e, ok, i]
             color = ESTIMATOR_COLORS.get(name, "grey")
-            ax.plot(b, m, "o-", color=color, ms=3.5, label=ESTIMATOR_LABELS.get(name, name))
+            ax.plot(b, m, ESTIMATOR_STYLES.get(name, "o-"), color=color, ms=3.5, mfc="none",
+                    label=ESTIMATOR_LABELS.get(name, name))
             ax.fill_between(b, m - s, m + s, color=color, alpha=0.15, lw=0)
         ax.axhline(study.full[i], color="black", ls="--", lw=1, label=f"full data (N = {study.dataset_size:,})")
         if study.batch_size:
