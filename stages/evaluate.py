@@ -32,7 +32,8 @@ def command(dataset: DatasetOption, method: MethodOption, beta: BetaOption, seed
     result, drawn = evaluate(model, ds, n_samples=e.n_samples, batch_size=e.batch_size, n_bins=e.discrete_bins,
                              active_threshold=e.active_threshold, seed=e.seed, device=device, scores=e.scores,
                              figures=run.params.figures,
-                             precision=record.get("precision", "fp32"))    # the precision the run was trained with
+                             precision=record.get("precision", "fp32"),    # the precision the run was trained with
+                             train_batch=run.params.train.batch_size)
     with atomic_outputs(files=[run.dir / "eval.json", run.dir / "figures.h5"]) as (eval_json, figures):   # both or neither
         write_json(eval_json, {"run": {"dataset": dataset, "method": method, "beta": run.beta, "seed": seed}, **result})
         write(figures, drawn)

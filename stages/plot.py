@@ -18,7 +18,7 @@ def command(params: ParamsOption = Path("params.yaml"),
             results: Path = typer.Option(METRICS, help="result folder: data/metrics (the sweep) or data/results/<name>"),
             out: Path = typer.Option(Path("data/figures"), help="where the figures go")) -> None:
     """Draw MIG against β, TC against MIG, and per run: traversals, reconstructions, latents against factors,
-    learning curves."""
+    learning curves, the minibatch estimators against batch size."""
     from tcvae import plots
     from tcvae.io import atomic_dir, refuse_links
     from tcvae.results import read_rows
@@ -55,8 +55,8 @@ def _read_run(results: Path, r: dict) -> tuple:
 
 
 def _draw_run(job: tuple) -> None:
-    """One run's figures: traversals, reconstructions, latents against factors, learning curves (and CelebA's
-    attribute-named traversals)."""
+    """One run's figures: traversals, reconstructions, latents against factors, learning curves, estimator bias
+    (and CelebA's attribute-named traversals)."""
     from tcvae import plots
     from tcvae.results import run_path
 
@@ -70,3 +70,5 @@ def _draw_run(job: tuple) -> None:
     plots.learning_curves(history, where / "learning_curves", name)
     if fd.attributes is not None:
         plots.traversals_by_attribute(fd, kl, where / "traversals_by_attribute", name)
+    if fd.estimator_bias is not None:
+        plots.estimator_bias(fd.estimator_bias, where / "estimator_bias", name)

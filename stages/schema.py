@@ -180,7 +180,7 @@ class TrainParams(Strict):
     mlp_width: Annotated[int, Field(ge=8, le=8192)] = 1200   # the MLP's hidden units (paper: 1200)
     arch: dict[str, Arch] = {"dsprites": "mlp", "faces": "conv", "celeba": "conv",
                              "shapes3d": "conv"}   # by data set name, else kind
-    estimator: Literal["mss", "mws"] = "mss"
+    estimator: Literal["mss", "mws", "esmaeili"] = "mss"
     alpha: NonNegativeFloat = 1.0               # β-TCVAE's weight on the index-code MI
     gamma: NonNegativeFloat = 1.0               # β-TCVAE's weight on the dimension-wise KL
     anneal: Anneal = Anneal()

@@ -335,3 +335,55 @@ def metrics(seed: int = 0) -> None:
     baseline *= 100 / stages
     console.print(f"DCI at N = 46,080: {dci_seconds:.1f} s against ≈ {baseline:.0f} s with sklearn's exact trees "
                   f"({stages} of 100 stages timed, same threads): {baseline / dci_seconds:.0f}× faster")
+
+
+def estimator_cases() -> dict[str, tuple]:
+    """The synthetic posteriors of `tcvae bench estimators`, name → (mu, logvar), with what is known of each."""
+    import math
+
+    import torch
+    from tcvae.data import grid
+
+    n = 20_000
+    one = (torch.tensor([0.3, -0.2, 0.1, 0.0] * 2 + [0.5, -0.5]).expand(n, 10).clone(),
+           torch.full((n, 10), 2 * math.log(0.5)))
+    a = torch.cartesian_prod(*[torch.arange(12) * 0.5] * 4).float()
+    factorial = (a, torch.full_like(a, 2 * math.log(0.3)))
+    angle = torch.rand(n, generator=torch.Generator().manual_seed(0)) * 2 * math.pi
+    ring = torch.zeros(n, 10)
+    ring[:, 0], ring[:, 1] = torch.cos(angle), torch.sin(angle)
+    logvar = torch.full((n, 10), 2 * math.log(0.1))
+    logvar[:, 2:] = 0.0                                                   # 8 unused latents, σ = 1 about 0
+    return {"identical: 20,000 × one Gaussian, D = 10 (MI = TC = 0)": one,
+            "factorial: 12⁴ grid of σ 0.3, D = 4 (TC = 0)": factorial,
+            "ring: 20,000 of σ 0.1 on a circle, D = 10 (correlated)": (ring, logvar),
+            "dSprites-like: default sub-grid, 46,080, D = 10": synthetic_posteriors(grid((3, 6, 10, 16, 16))[:, 1:])}
+
+
+def estimators(seed: int = 0) -> None:
+    """Each minibatch estimator's TC against the full-data value on the synthetic cases (tcvae.estimator_bias),
+    with the study's time per case and one log_qz call's per estimator at B = 1024."""
+    import torch
+    from tcvae.estimator_bias import study
+    from tcvae.figure_data import QUANTITIES
+    from tcvae.estimators import ESTIMATORS
+    from tcvae.objectives import log_qz
+
+    shown = (64, 256, 1024, 4096)
+    table = Table(title="tcvae bench estimators — cpu: TC (nats), minibatch mean ± sd against the full-data value")
+    for c in ("case", "estimator", "full data", *(f"B = {b}" for b in shown), "log_qz, B = 1024", "study (wall, CPU)"):
+        table.add_column(c)
+    for name, (mu, logvar) in estimator_cases().items():
+        cpu = time.process_time()
+        s, seconds = _timed(lambda: study(mu, logvar, seed=seed))
+        cpu = time.process_time() - cpu
+        idx = torch.randperm(len(mu), generator=torch.Generator().manual_seed(seed))[:1024]
+        z = mu[idx] + torch.exp(0.5 * logvar[idx]) * torch.randn(len(idx), mu.shape[1])
+        for e in ESTIMATORS:
+            with torch.no_grad():
+                call = min(_timed(lambda: log_qz(z, mu[idx], logvar[idx], len(mu), e))[1] for _ in range(3))
+            cells = [f"{m:+.3f} ± {sd:.3f}" for m, sd in (s.at(e, b, "tc") for b in shown)]
+            table.add_row(name if e == ESTIMATORS[0] else "", e, f"{s.full[QUANTITIES.index('tc')]:+.3f}", *cells, f"{call * 1e3:.0f} ms",
+                          f"{seconds:.0f} s ({cpu:.0f} s)" if e == ESTIMATORS[0] else "")
+        console.print(f"{name}: {seconds:.1f} s wall, {cpu:.1f} s CPU")
+    console.print(table)

@@ -103,6 +103,14 @@ def bench_mig(samples: int = typer.Option(10_000, min=1, max=10**7, help="poster
     mig(samples, subset)
 
 
+@bench.command("estimators", short_help="Each minibatch estimator's TC against the full-data value.")
+def bench_estimators(seed: int = typer.Option(0, min=0, max=2**32 - 1, help="minibatch seed")) -> None:
+    """Each minibatch estimator's TC against the full-data value on synthetic posteriors, with timings."""
+    from tcvae.bench import estimators
+
+    estimators(seed)
+
+
 @bench.command("metrics", short_help="DCI, SAP, FactorVAE and β-VAE scores, timed.")
 def bench_metrics(seed: int = typer.Option(0, min=0, max=2**32 - 1, help="metric seed")) -> None:
     """DCI, SAP, FactorVAE and β-VAE scores timed on the default dSprites sub-grid (46,080) and full dSprites."""

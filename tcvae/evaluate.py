@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from tcvae import disentanglement, metrics
+from tcvae import disentanglement, estimator_bias, metrics
 from tcvae.disentanglement import METRICS
 from tcvae.data import Dataset
 from tcvae.figure_data import FigureData, attribute_labels, factor_tables, to_uint8
@@ -48,23 +48,28 @@ def encode(model: VAE, data: Dataset, batch_size: int = 2048, device: str | torc
 def evaluate(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: int = 2048, n_bins: int = 20,
              active_threshold: float = 0.01, seed: int = 0, device: str | torch.device = "cpu",
              scores: Sequence[str] = METRICS, figures: Any = None,
-             precision: str = "fp32") -> tuple[dict[str, Any], FigureData | None]:
+             precision: str = "fp32", train_batch: int = 0) -> tuple[dict[str, Any], FigureData | None]:
     """Everything `eval.json` holds (`measure`, then `add_cpu_scores`) and, given `figures` (the validated
-    `figures` params), what the run's figures draw."""
-    out, codes = measure(model, data, n_samples=n_samples, batch_size=batch_size, n_bins=n_bins,
-                         active_threshold=active_threshold, seed=seed, device=device, precision=precision)
-    drawn = None if figures is None else figure_data(model, data, codes, out["kl_per_latent"], figures, device)
+    `figures` params), what the run's figures draw, with the estimator study (tcvae.estimator_bias) on the run's
+    posteriors, `train_batch` marking its training batch size."""
+    out, codes, logvar = measure(model, data, n_samples=n_samples, batch_size=batch_size, n_bins=n_bins,
+                                 active_threshold=active_threshold, seed=seed, device=device, precision=precision)
+    drawn = None
+    if figures is not None:
+        drawn = figure_data(model, data, codes, out["kl_per_latent"], figures, device)
+        drawn.estimator_bias = estimator_bias.study(codes, logvar, n_samples=n_samples, seed=seed, batch_size=train_batch)
     return add_cpu_scores(out, codes, data, seed=seed, scores=scores), drawn
 
 
 def measure(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: int = 2048, n_bins: int = 20,
             active_threshold: float = 0.01, seed: int = 0, device: str | torch.device = "cpu",
-            precision: str = "fp32") -> tuple[dict[str, Any], np.ndarray]:
+            precision: str = "fp32") -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """The part of `eval.json` computed on the run's device: the full-data ELBO = E log p(x|z) − KL (nats per
     image, KL analytic), the KL decomposition, active units and, where the data set has factors, MIG and
     discrete MIG on its metric factors. On CUDA the posteriors stay on the GPU and the mixtures are evaluated
     there in blocks (tcvae.metrics); on the CPU by the CPU's windowed path. Returns (that dict, the posterior
-    means (N, D) float32 on the CPU: what `add_cpu_scores` and `figure_data` take)."""
+    means and log-variances (N, D) float32 on the CPU: what `add_cpu_scores`, `figure_data` and the estimator
+    study take)."""
     device = torch.device(device)
     on = None if device.type == "cpu" else device     # tcvae.metrics: None is the CPU's own (windowed) path
     mu, logvar, log_px = encode(model, data, batch_size, device, seed, precision=precision)
@@ -82,7 +87,7 @@ def measure(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: i
         out["metric_factors"] = list(data.metric_factors)
         out["mig"] = metrics.mig(mu, logvar, factors, n_samples=n_samples, seed=seed, device=on).as_dict()
         out["mig_discrete"] = metrics.mig_discrete(mu, factors, n_bins=n_bins, device=device).as_dict()
-    return out, mu.cpu().numpy()
+    return out, mu.cpu().numpy(), logvar.cpu().numpy()
 
 
 def add_cpu_scores(out: dict[str, Any], codes: np.ndarray, data: Dataset, *, seed: int = 0,

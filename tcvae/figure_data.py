@@ -13,6 +13,8 @@ The file (images uint8 0–255, shaped like the data set's (C, H, W); D latents)
   attributes/…     data sets with attributes (CelebA): `traversals` uint8 (T, S, C, H, W) of the T latents with
                    the largest KL (±`attribute_range`), `latents` int (T,), `names` and `correlations` (T,): the
                    attribute each latent's posterior mean correlates with most (Pearson r over the data set)
+  estimator_bias/… the minibatch estimators against the full-data values on this run's posteriors
+                   (tcvae.estimator_bias; fixed shapes, ESTIMATOR_BIAS below), nats per sample
 The file is a function of its inputs (no timestamps), so DVC sees the same bytes for the same run.
 """
 
@@ -28,6 +30,44 @@ import numpy as np
 
 from tcvae.errors import UserError
 from tcvae.io import atomic_path, read_bounded
+
+# The estimator_bias group: E estimators, K = len(BATCHES), Q = len(QUANTITIES); attrs dataset_size (N) and
+# batch_size (the run's own training batch). Every run's group has the same shapes.
+ESTIMATOR_BIAS = {
+    "estimators": "str (E,)        mss, mws, esmaeili",
+    "quantities": "str (Q,)        log_qz, log_prod_qzj, mi, tc, dimwise_kl",
+    "batches": "int (K,)           the batch sizes B studied, 64 … 4096",
+    "repeats": "int (K,)           minibatches drawn at each B (0 where B > N)",
+    "mean": "float (E, K, Q)       mean over those minibatches of each minibatch's average; NaN where B > N",
+    "std": "float (E, K, Q)        their standard deviation",
+    "full": "float (Q,)            the full-data values (every sample against all N posteriors)",
+}
+
+BATCHES = (64, 128, 256, 512, 1024, 2048, 4096)    # the batch sizes studied (those above N are NaN)
+QUANTITIES = ("log_qz", "log_prod_qzj", "mi", "tc", "dimwise_kl")
+
+
+@dataclass
+class BiasStudy:
+    """The estimator_bias group in RAM (tcvae.estimator_bias.study computes it; ESTIMATOR_BIAS), nats per sample.
+
+    mean, std: (E, K, Q) mean and standard deviation over repeats[k] minibatches of each minibatch's average;
+    NaN where B > N. full: (Q,) the full-data values. batch_size: the run's own training batch (0: none)."""
+    estimators: tuple[str, ...]
+    batches: np.ndarray
+    repeats: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    full: np.ndarray
+    dataset_size: int
+    batch_size: int = 0
+
+    def at(self, estimator: str, batch: int, quantity: str) -> tuple[float, float]:
+        """(mean, std) of one estimator's `quantity` at batch size `batch`."""
+        e, k = self.estimators.index(estimator), list(self.batches).index(batch)
+        q = QUANTITIES.index(quantity)
+        return float(self.mean[e, k, q]), float(self.std[e, k, q])
+
 
 # Factor values for display: angles are stored in radians, drawn in degrees.
 DEGREES = ("orientation", "azimuth", "elevation", "lighting")
@@ -47,6 +87,7 @@ class FigureData:
     groups: tuple[str, ...] = ()                                        # names of the G groups (dSprites: shapes)
     position: np.ndarray | None = None
     attributes: dict[str, Any] | None = None                            # traversals, latents, names, correlations, range
+    estimator_bias: BiasStudy | None = None
 
 
 def factor_tables(mu: np.ndarray, factors: np.ndarray, factor_names: tuple[str, ...],
@@ -133,6 +174,13 @@ def write(path: Path, d: FigureData) -> None:
                 for key in ("traversals", "latents", "correlations", "names"):
                     put(g, key, d.attributes[key])
                 g.attrs["range"] = d.attributes["range"]
+            if d.estimator_bias is not None:
+                b, g = d.estimator_bias, f.require_group("estimator_bias")
+                for key, value in (("estimators", list(b.estimators)), ("quantities", list(QUANTITIES)),
+                                   ("batches", b.batches), ("repeats", b.repeats), ("mean", b.mean), ("std", b.std),
+                                   ("full", b.full)):
+                    put(g, key, value)
+                g.attrs["dataset_size"], g.attrs["batch_size"] = b.dataset_size, b.batch_size
 
 
 def read(path: Path, latents: int, root: Path | None = None) -> FigureData:
@@ -162,7 +210,14 @@ def _arrays(f: h5py.File) -> FigureData:
         attributes = {"traversals": g["traversals"][()], "latents": g["latents"][()],
                       "correlations": g["correlations"][()], "range": float(g.attrs["range"]),
                       "names": [s.decode(errors="replace") if isinstance(s, bytes) else str(s) for s in g["names"][()]]}
+    bias = None
+    if "estimator_bias" in f:
+        g = f["estimator_bias"]
+        bias = BiasStudy(tuple(s.decode(errors="replace") if isinstance(s, bytes) else str(s) for s in g["estimators"][()]),
+                         g["batches"][()], g["repeats"][()], g["mean"][()], g["std"][()], g["full"][()],
+                         int(g.attrs["dataset_size"]), int(g.attrs["batch_size"]))
     return FigureData(traversals=f["traversals"][()], offsets=f["offsets"][()], image=int(f.attrs["image"]),
                       originals=f["originals"][()], reconstructions=f["reconstructions"][()], factors=factors,
                       groups=tuple(s.decode(errors="replace") if isinstance(s, bytes) else str(s) for s in f.attrs.get("groups", [])),
-                      position=f["position"][()] if "position" in f else None, attributes=attributes)
+                      position=f["position"][()] if "position" in f else None, attributes=attributes,
+                      estimator_bias=bias)

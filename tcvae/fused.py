@@ -2,9 +2,9 @@
 
 Shapes and units: z, mu, logvar (B, D) float32, z_i drawn from q(z | n_i); returns log_qz (B,) and the
 per-dimension log q(z_ij) (B, D), in nats. With ℓ_ijd = log N(z_id; mu_jd, exp(logvar_jd)) and the
-estimator's importance weights w_ij (the minibatch estimators of Chen et al. 2018, §4.1, MSS as in their
-App. C.2; the weights are `estimators.importance_weights`, the same three numbers as the CPU path: 1/N
-for the own index, (N − M)/(N·M) for the next, 1/M for the rest, M = B − 1):
+estimator's importance weights w_ij (`estimators.importance_weights`, the same three numbers as the CPU
+path, one each for the own index, the next and the rest: MSS, MWS and Esmaeili et al.'s estimator differ only
+in them):
 
     log q(z_i)   = logsumexp_j (log w_ij + Σ_d ℓ_ijd)
     log q(z_id)  = logsumexp_j (log w_ij + ℓ_ijd)

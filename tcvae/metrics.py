@@ -269,16 +269,25 @@ def kl_decomposition(mu, logvar, *, n_samples: int = 10_000, seed: int = 0,
     """The decomposition for posteriors mu, logvar (N, D) over the whole data set: one posterior sample for
     each of `n_samples` random data points; log q(z) against the joint mixture of all N posteriors,
     log q(z_j) against each dimension's mixture. `device`: as for `mig`."""
+    mu, logvar, _ = _inputs(mu, logvar, device)
+    t = full_data_terms(mu, logvar, n_samples=n_samples, seed=seed, device=device)
+    kl = kl_normal(mu, logvar).sum(1).mean()
+    return KLDecomposition(float((t["log_qz_x"] - t["log_qz"]).mean()), float((t["log_qz"] - t["log_prod_qzj"]).mean()),
+                           float((t["log_prod_qzj"] - t["log_pz"]).mean()), float(kl), len(t["log_qz"]))
+
+
+def full_data_terms(mu, logvar, *, n_samples: int = 10_000, seed: int = 0,
+                    device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+    """Per-sample (S,) log q(z|n), log q(z), log ∏_j q(z_j), log p(z) in nats for one posterior sample of each
+    of S = min(n_samples, N) random data points, every density against all N posteriors of mu, logvar (N, D);
+    and those samples, z (S, D). `device`: as for `mig` (None: the CPU's windowed path)."""
     mu, logvar, mix = _inputs(mu, logvar, device)
     idx, z = _sample(mu, logvar, n_samples, seed)
     block = (ROWS, COLS) if device is None else (len(z), max(1, BLOCK_ELEMENTS // len(z)))   # float64 (S, cols)
-    log_qz = log_mixture_joint(z, mu, logvar, block)
     log_qzj = torch.stack([mix(z[:, j], mu[:, j], logvar[:, j]) for j in range(mu.shape[1])], 1)
-    log_qz_n = log_normal(z, mu[idx], logvar[idx]).sum(1)
-    log_pz = log_normal(z, torch.zeros((), device=z.device), torch.zeros((), device=z.device)).sum(1)
-    kl = kl_normal(mu, logvar).sum(1).mean()
-    return KLDecomposition(float((log_qz_n - log_qz).mean()), float((log_qz - log_qzj.sum(1)).mean()),
-                           float((log_qzj.sum(1) - log_pz).mean()), float(kl), len(idx))
+    zero = torch.zeros((), device=z.device)
+    return {"log_qz_x": log_normal(z, mu[idx], logvar[idx]).sum(1), "log_qz": log_mixture_joint(z, mu, logvar, block),
+            "log_prod_qzj": log_qzj.sum(1), "log_pz": log_normal(z, zero, zero).sum(1), "z": z}
 
 
 def active_units(mu, threshold: float = 0.01) -> int:

@@ -333,3 +333,39 @@ def learning_curves(history: list[dict[str, float]], path: Path, title: str) -> 
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     save(fig, path, dpi=100)
+
+
+ESTIMATOR_COLORS = {"mss": "#D55E00", "mws": "#0072B2", "esmaeili": "#009E73"}
+ESTIMATOR_LABELS = {"mss": "MSS (Chen et al.)", "mws": "MWS (Chen et al.)", "esmaeili": "Esmaeili et al."}
+ESTIMATOR_STYLES = {"mss": "o-", "mws": "s-", "esmaeili": "^--"}   # dashed: at B ≪ N it lies on MSS
+
+
+def estimator_bias(study, path: Path, title: str) -> None:
+    """The minibatch estimates of MI, TC and dim-wise KL against batch size (log x), one line per estimator with
+    ±1 standard deviation over minibatches as a band, the full-data value as a dashed line, and the run's own
+    training batch size marked. `study`: a figure_data.BiasStudy."""
+    from tcvae.figure_data import QUANTITIES
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
+    ok = study.repeats > 0
+    b = study.batches[ok]
+    for ax, (q, label) in zip(axes, (("mi", "index-code MI"), ("tc", "total correlation"),
+                                     ("dimwise_kl", "dimension-wise KL"))):
+        i = QUANTITIES.index(q)
+        for e, name in enumerate(study.estimators):
+            m, s = study.mean[e, ok, i], study.std[e, ok, i]
+            color = ESTIMATOR_COLORS.get(name, "grey")
+            ax.plot(b, m, ESTIMATOR_STYLES.get(name, "o-"), color=color, ms=3.5, mfc="none",
+                    label=ESTIMATOR_LABELS.get(name, name))
+            ax.fill_between(b, m - s, m + s, color=color, alpha=0.15, lw=0)
+        ax.axhline(study.full[i], color="black", ls="--", lw=1, label=f"full data (N = {study.dataset_size:,})")
+        if study.batch_size:
+            ax.axvline(study.batch_size, color="grey", ls=":", lw=1.2, label=f"this run's batch ({study.batch_size})")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(b, [str(v) for v in b])
+        ax.set_xlabel("minibatch size B")
+        ax.set_ylabel(f"{label} (nats)")
+        ax.set_title(label)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{title}: minibatch estimates (mean ± 1 sd over minibatches) against the full-data value", fontsize=9)
+    save(fig, path)

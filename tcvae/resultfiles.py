@@ -82,9 +82,13 @@ FIGURES = {"traversals": ("u", "DSCHW"), "offsets": ("f", "S"), "originals": ("u
            "reconstructions": ("u", "RCHW"), "position?": ("f", "DYX"),
            "factors/*/means": ("f", "DGV"), "factors/*/values": ("fiu", "V"),
            "attributes/traversals": ("u", "TSCHW"), "attributes/latents": ("iu", "T"),
-           "attributes/correlations": ("f", "T"), "attributes/names": ("SO", "T")}
+           "attributes/correlations": ("f", "T"), "attributes/names": ("SO", "T"),
+           "estimator_bias/estimators": ("SO", "E"), "estimator_bias/quantities": ("SO", "Q"),
+           "estimator_bias/batches": ("iu", "K"), "estimator_bias/repeats": ("iu", "K"),
+           "estimator_bias/mean": ("f", "EKQ"), "estimator_bias/std": ("f", "EKQ"), "estimator_bias/full": ("f", "Q")}
 BOUNDS = {"S": (3, 21), "C": (1, 3), "H": (8, 128), "W": (8, 128), "R": (1, 32), "G": (1, 8), "V": (1, 256),
-          "Y": (1, 64), "X": (1, 64), "T": (1, 64)}      # D: the run's latents (eval.json's kl_per_latent)
+          "Y": (1, 64), "X": (1, 64), "T": (1, 64),
+          "E": (1, 8), "K": (1, 16), "Q": (5, 5)}   # D: the run's latents (eval.json's kl_per_latent)
 
 
 def beta_name(beta: float) -> str:
@@ -354,6 +358,15 @@ def check_figures(f: Any, latents: int, path: Path) -> None:
         chosen = attributes["latents"][()]
         if ((chosen < 0) | (chosen >= latents)).any():
             raise UserError(f"{path}: `attributes/latents` must be latent indices below {latents}")
+    bias = member(f, "estimator_bias", "estimator_bias")
+    if bias is not None:          # optional: sets made before the estimator study have none (tcvae.figure_data)
+        if not isinstance(bias, h5py.Group) or not all(_number_attr(bias.attrs.get(k)) for k in ("dataset_size",
+                                                                                               "batch_size")):
+            raise UserError(f"{path}: `estimator_bias` must be a group with `dataset_size` and `batch_size` attributes")
+        for key in ("estimators", "quantities", "batches", "repeats", "mean", "std", "full"):
+            dataset(bias, key, f"estimator_bias/{key}", FIGURES[f"estimator_bias/{key}"], sizes)
+        if not (bias["batches"][()] > 0).all():
+            raise UserError(f"{path}: `estimator_bias/batches` must be batch sizes ≥ 1")
 
 
 def _number_attr(v: Any) -> bool:

@@ -11,7 +11,7 @@ from tests.test_train import RUN, RUN_DIR, SWEEP, prepared  # noqa: F401
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
-@pytest.mark.parametrize("estimator", ["mss", "mws"])
+@pytest.mark.parametrize("estimator", ["mss", "mws", "esmaeili"])
 def test_log_qz_on_cuda_matches_float64_on_cpu(estimator):
     g = torch.Generator().manual_seed(0)
     b, d, n = 700, 10, 737_280                      # more rows than one block (objectives.ROWS)

@@ -45,7 +45,7 @@ def values_and_grads(fn, z, mu, logvar, upstream, n, estimator, device, dtype):
 
 
 # sizes that are not multiples of the tile (16), one smaller than a tile, and the smallest batch
-@pytest.mark.parametrize("batch,dims,estimator", [(37, 10, "mss"), (40, 3, "mws"), (5, 1, "mss"), (2, 4, "mss")])
+@pytest.mark.parametrize("batch,dims,estimator", [(37, 10, "mss"), (40, 3, "mws"), (5, 1, "mss"), (2, 4, "mss"), (33, 10, "esmaeili")])
 def test_fused_matches_float64_reference(fused, batch, dims, estimator):
     g = torch.Generator().manual_seed(batch)
     n = 737_280

@@ -4,7 +4,6 @@ with `tcvae results export --from` and redrawn by `dvc repro` in a fresh clone. 
 
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 import time

@@ -70,7 +70,7 @@ def test_evaluation_splits_into_device_measures_and_cpu_scores(monkeypatch):
     torch.manual_seed(0)
     model = VAE("mlp", 3, 1, 32)
     kw = dict(n_samples=20, batch_size=7, seed=0)
-    out, codes = ev.measure(model, data, **kw)
+    out, codes, _ = ev.measure(model, data, **kw)
     assert {"elbo", "decomposition", "mig", "mig_discrete"} <= set(out) and "scores" not in out
     assert codes.shape == (len(factors), 3) and codes.dtype == np.float32
     whole, _ = ev.evaluate(model, data, scores=("sap",), **kw)

@@ -5,7 +5,6 @@ import os
 import time
 
 import pytest
-import yaml
 
 from tests.conftest import ROOT, TINY_DSPRITES, TINY_SWEEP, TINY_TRAIN, run_cli, tiny_params
 

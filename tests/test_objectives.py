@@ -22,7 +22,32 @@ def test_mss_weights(batch, n):
     assert not torch.allclose(w[:, 0], w[0, 0].expand(batch))   # the published mis-indexing fills column 0
 
 
-@pytest.mark.parametrize("estimator", ["mss", "mws"])
+@pytest.mark.parametrize("batch,n", [(4, 10), (64, 1000), (256, 737280), (10, 10)])
+def test_esmaeili_weights(batch, n):
+    """Esmaeili et al. (2019): own sample 1/N, every other (N − 1)/(N·(B − 1)); rows sum to 1."""
+    w = weight_matrix(batch, n, "esmaeili")
+    assert torch.allclose(w.sum(1), torch.ones(batch, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(w.diagonal(), torch.full((batch,), 1 / n, dtype=torch.float64))
+    off = w[~torch.eye(batch, dtype=torch.bool)]
+    assert torch.allclose(off, torch.full_like(off, (n - 1) / (n * (batch - 1))))
+
+
+def test_esmaeili_and_mws_are_exact_when_the_batch_is_the_data_set():
+    """At B = N the batch is the whole mixture: both estimators equal the brute-force float64 log q(z)."""
+    g = torch.Generator().manual_seed(2)
+    n, d = 40, 3
+    mu, logvar = torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64) - 1
+    z = mu + (0.5 * logvar).exp() * torch.randn(n, d, generator=g, dtype=torch.float64)
+    ld = obj.log_normal(z[:, None, :], mu[None], logvar[None])                     # (N, N, D)
+    exact_joint = torch.logsumexp(ld.sum(2), 1) - math.log(n)
+    exact_prod = (torch.logsumexp(ld, 1) - math.log(n)).sum(1)
+    for estimator in ("esmaeili", "mws"):
+        log_qz, log_prod = obj.log_qz(z, mu, logvar, n, estimator)
+        assert torch.allclose(log_qz, exact_joint, atol=1e-10)
+        assert torch.allclose(log_prod, exact_prod, atol=1e-10)
+
+
+@pytest.mark.parametrize("estimator", ["mss", "mws", "esmaeili"])
 def test_identical_posteriors_give_the_exact_density(estimator):
     b, d = 32, 4
     mu, logvar = torch.tensor([0.3, -1.0, 2.0, 0.0]).expand(b, d), torch.tensor([0.1, -2.0, 0.5, 0.0]).expand(b, d)
@@ -33,7 +58,7 @@ def test_identical_posteriors_give_the_exact_density(estimator):
     assert torch.allclose(log_prod, exact.sum(1), atol=1e-5)
 
 
-@pytest.mark.parametrize("estimator", ["mss", "mws"])
+@pytest.mark.parametrize("estimator", ["mss", "mws", "esmaeili"])
 def test_fast_estimator_matches_the_materialised_one(estimator):
     g = torch.Generator().manual_seed(1)
     b, d = 48, 5
@@ -73,7 +98,7 @@ def mixture_tc(centres, sigma, grid=1601, half_width=6.0):
     return float(integrand.sum() * dx * dx)
 
 
-@pytest.mark.parametrize("estimator,tolerance", [("mss", 0.05), ("mws", 0.08)])
+@pytest.mark.parametrize("estimator,tolerance", [("mss", 0.05), ("mws", 0.08), ("esmaeili", 0.05)])
 def test_minibatch_tc_matches_a_mixture_with_known_tc(estimator, tolerance):
     """N = 2,000 posteriors in two clusters: q(z) is a 2-component mixture whose TC we integrate."""
     centres, sigma, n, b = [(1.0, 1.0), (-1.0, -1.0)], 0.6, 2000, 200

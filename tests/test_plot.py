@@ -32,7 +32,7 @@ def test_plot_draws_every_figure_from_small_files_alone(trained):
     figures = folder / "data/figures"
     expected = ["mig_vs_beta.pdf", "tc_vs_mig.pdf"] + [f"{name}.png" for name in ("mig_vs_beta", "tc_vs_mig")] + [
         f"runs/tiny/{m}/beta2/seed0/{f}.png" for m in ("betavae", "tcvae")
-        for f in ("traversals", "reconstructions", "latents_vs_factors", "learning_curves")]
+        for f in ("traversals", "reconstructions", "latents_vs_factors", "learning_curves", "estimator_bias")]
     for name in expected:
         assert (figures / name).stat().st_size > 5000, name
         if name.endswith(".png"):

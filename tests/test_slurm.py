@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from tests.conftest import TINY_EVAL, python_path, tiny_params
 from tests.test_scale import DVC, make_repo, run
