@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                       PositiveInt, StrictFloat, StrictInt, field_validator, model_validator)
 
+from tcvae.resultfiles import METHODS
 
 
 class Strict(BaseModel):
@@ -141,7 +142,7 @@ DataSpec = Annotated[Union[DspritesData, FacesData, CelebaData, Shapes3dData], F
 # ---- train, sweep, compute ----
 
 Arch = Literal["mlp", "conv"]
-Method = Literal["betavae", "tcvae", "factorvae", "annealedvae"]
+Method = Literal[METHODS]
 
 
 class Anneal(Strict):

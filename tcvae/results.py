@@ -45,7 +45,7 @@ def row(ev: dict[str, Any]) -> dict[str, Any]:
     many of the factors_scored have a latent of their own (tcvae.metrics.factors_captured)."""
     d = ev["decomposition"]
     scores = {column: ev.get("scores", {}).get(name, {}).get(key) for column, (name, key) in SCORES.items()}
-    own = ev["mig"]["captured"] if "mig" in ev else None
+    own = ev["mig"].get("captured") if "mig" in ev else None     # absent in sets made before it existed
     return {**ev["run"], "mig": ev.get("mig", {}).get("score"), "mig_discrete": ev.get("mig_discrete", {}).get("score"),
             **scores, "factors_captured": None if own is None else sum(j is not None for j in own),
             "factors_scored": None if own is None else len(own),
