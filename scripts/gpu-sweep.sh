@@ -13,6 +13,10 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export OUT=${OUT:-$ROOT/gpu-sweep-out}
 BUDGET=${TCVAE_GPU_BUDGET_S:-480}
+if ! [[ "$BUDGET" =~ ^[0-9]{1,6}(\.[0-9]+)?$ ]] || [ "${BUDGET%.*}" -lt 1 ]; then    # before any arithmetic on it
+    echo "error: TCVAE_GPU_BUDGET_S=${BUDGET:0:40}: give the job's budget in seconds, a number from 1 to 999999" >&2
+    exit 2
+fi
 export TCVAE_GPU_START=$(date +%s.%N)      # the budget counts from here: the wheels' install is in it
 export TCVAE_GPU_BUDGET_S=$BUDGET PYTHONUNBUFFERED=1 DVC_NO_ANALYTICS=1 COLUMNS=150
 PY=${PYTHON:-python3}

@@ -150,9 +150,12 @@ def environment() -> list[str]:
 def job_params(path: Path, tiny: bool) -> dict[str, Any]:
     """The params the job runs: the file as written, or for the rehearsal its tiny version (same sweep and
     order, 192-image sub-grids of dSprites, a few steps of a narrow MLP, on the CPU)."""
-    import yaml
+    from stages.params import read_yaml
+    from tcvae.errors import UserError
 
-    p = yaml.safe_load(path.read_text())
+    p = read_yaml(path)           # bounded, a regular file; the schema checks the rest (`load_params`)
+    if not isinstance(p, dict) or not all(isinstance(p.get(k, {}), dict) for k in ("data", "train", "evaluate", "compute")):
+        raise UserError(f"{path}: not a params file (a mapping with data, train, sweep, … sections)")
     if tiny:
         for spec in p["data"].values():
             if spec.get("kind") == "dsprites":
@@ -301,12 +304,14 @@ def main() -> int:
 
     work = Path(os.environ.get("TCVAE_GPU_WORK") or tempfile.mkdtemp(prefix="tcvae-gpu-job."))
     work.mkdir(parents=True, exist_ok=True)
-    (work / "params.yaml").write_text(yaml.safe_dump(job_params(params_path, tiny), sort_keys=False))
     try:
+        (work / "params.yaml").write_text(yaml.safe_dump(job_params(params_path, tiny), sort_keys=False))
         p = load_params(work / "params.yaml")
     except Exception as e:          # UserError: the table naming the key
         lines.append(f"params {params_path} refused:\n{e}")
         summary(final=True)
+        if not os.environ.get("TCVAE_GPU_WORK"):
+            shutil.rmtree(work, ignore_errors=True)
         return 2
     job.log(f"budget {budget:.0f} s, params {params_path}{' (tiny rehearsal)' if tiny else ''}, work {work}")
 

@@ -39,6 +39,8 @@ def read_yaml(path: Path) -> object:
         raise UserError(f"{path} is a directory, not a params file\n  pass --params path/to/params.yaml")
     if not path.exists():
         raise UserError(f"params file not found: {path}\n  run from the repository root, or pass --params PATH")
+    if not path.is_file():        # a FIFO or a device would block or never end
+        raise UserError(f"{path} is not a regular file; a params file is a few KB of YAML")
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)

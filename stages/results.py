@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -179,16 +180,22 @@ def unpack(archive: Path, dest: Path) -> None:
                     raise UserError(f"--from {archive}: entry {m.name!r} is a link or a special file; "
                                     f"a GPU job's archive holds plain files only")
                 parts = Path(m.name).parts
+                if len(m.name) > 1024 or len(parts) > 16:     # a run's files sit 6 folders deep
+                    raise UserError(f"--from {archive}: entry {m.name[:60]!r}… has a path longer than a GPU job's "
+                                    f"archive holds (1,024 characters, 16 folders)")
                 if Path(m.name).is_absolute() or ".." in parts:
-                    raise UserError(f"--from {archive}: entry {m.name!r} points outside the archive's folder")
+                    raise UserError(f"--from {archive}: entry {m.name[:100]!r} points outside the archive's folder")
                 total += m.size
                 if total > ARCHIVE_LIMIT:
                     raise UserError(f"--from {archive}: unpacks to more than {ARCHIVE_LIMIT // 2**20} MiB; "
                                     f"a GPU job's archive holds small files only")
                 members.append(m)
             tar.extractall(dest, members=members, filter="data")
-    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise UserError(f"--from {archive}: not a readable tar archive ({type(e).__name__}: {e})") from None
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, RecursionError) as e:
+        raise UserError(f"--from {archive}: not a readable tar archive ({type(e).__name__}: {str(e)[:200]})") from None
+    except OSError as e:          # an entry clashing with another (a file where a folder goes), or a full disk
+        raise UserError(f"--from {archive}: cannot be unpacked ({e.strerror or type(e).__name__}); "
+                        f"not a GPU job's archive") from None
 
 
 def _ship_job(name: str, folder: Path, add: bool, force: bool) -> None:
@@ -200,6 +207,13 @@ def _ship_job(name: str, folder: Path, add: bool, force: bool) -> None:
     job = read_json(folder / "job.json", LIMITS["provenance.json"], folder)
     if not isinstance(job, dict):
         raise UserError(f"--from: {folder / 'job.json'} is not the job's record (not a JSON object)")
+    for key, kinds in (("commit", (str, type(None))), ("uncommitted_changes", (bool, type(None))),
+                       ("code_sha256", (str, type(None)))):
+        if not isinstance(job.get(key), kinds) or (isinstance(job.get(key), str) and not
+                                                   re.fullmatch(r"[0-9a-f]{7,64}", job[key])):
+            raise UserError(f"--from: {folder / 'job.json'}: `{key}` is not what the job writes "
+                            f"({'a hex digest' if kinds[0] is str else 'true, false or null'})")
+    refuse_links(folder / "params.yaml", folder)
     commit, dirty = job.get("commit"), job.get("uncommitted_changes")
     if commit is None:      # the tree travelled without .git: this checkout's commit, dirty unless its code is the job's
         from stages.gpu_job import code_digest

@@ -24,7 +24,13 @@ class Strict(BaseModel):
 
 
 # YAML has no path or tuple type: these two are read from a string and a list (the rest stays strict)
-UserPath = Annotated[Path, Field(strict=False), AfterValidator(lambda p: p.expanduser())]   # `~/data/…` works
+def _plain_path(p: Path) -> Path:
+    if not str(p).strip() or any(ord(c) < 32 for c in str(p)):
+        raise ValueError("give a non-empty path without control characters (NUL, line breaks)")
+    return p.expanduser()
+
+
+UserPath = Annotated[Path, Field(strict=False), AfterValidator(_plain_path)]   # `~/data/…` works
 
 
 # ---- data ----

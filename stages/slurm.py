@@ -275,7 +275,19 @@ def _remote(name: str | None) -> tuple[str, str]:
 
 
 def _read_record() -> list[dict]:
-    try:
-        return json.loads(RECORD.read_text())
-    except (OSError, ValueError):
+    """The submissions recorded by `submit`: [{"array": job id or null, "stages": [stage name], "options": [str]}],
+    checked (a damaged record is one line, exit 2: remove it and submit again)."""
+    if not RECORD.exists():
         return []
+    from tcvae.io import read_json
+
+    record = read_json(RECORD, 16 * 2**20)
+    ok = isinstance(record, list) and all(
+        isinstance(sub, dict) and isinstance(sub.get("array"), (int, str, type(None)))
+        and not isinstance(sub.get("array"), bool)
+        and isinstance(sub.get("stages"), list) and all(isinstance(x, str) for x in sub["stages"])
+        and isinstance(sub.get("options"), list) and all(isinstance(x, str) for x in sub["options"]) for sub in record)
+    if not ok:
+        raise UserError(f"{RECORD}: not the record `tcvae sweep submit` writes; remove it (the jobs themselves are "
+                        f"SLURM's) and submit again")
+    return record

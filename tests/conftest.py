@@ -94,7 +94,7 @@ def shipped_workspace(tmp_path_factory) -> Path:
     changing anything."""
     folder = tmp_path_factory.mktemp("shipped")
     (folder / "params.yaml").write_text(yaml.safe_dump(tiny_params(
-        sweep={"datasets": ["tiny"], "betas": {"betavae": [2], "tcvae": [2], "factorvae": []}, "seeds": [0]}),
+        sweep={"datasets": ["tiny"], "betas": {"betavae": [2], "tcvae": [2], "factorvae": [], "annealedvae": []}, "seeds": [0]}),
         sort_keys=False))
     steps = [("stage", "download"), ("stage", "preprocess")] + [
         (stage, "--dataset", "tiny", "--method", method, "--beta", "2") for stage in ("train", "evaluate")

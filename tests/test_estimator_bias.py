@@ -113,7 +113,7 @@ def test_an_esmaeili_run_trains_and_evaluates_through_the_stage_commands(project
 
     folder, write_params = project
     write_params(tiny_params(train={**TINY_TRAIN, "estimator": "esmaeili"},
-                             sweep={"datasets": ["tiny"], "betas": {"betavae": [], "tcvae": [2], "factorvae": []}, "seeds": [0]}))
+                             sweep={"datasets": ["tiny"], "betas": {"betavae": [], "tcvae": [2], "factorvae": [], "annealedvae": []}, "seeds": [0]}))
     monkeypatch.chdir(folder)
     download.command(folder / "params.yaml", None)
     preprocess.command(folder / "params.yaml", None)

@@ -18,7 +18,7 @@ from tests.test_scale import DVC, make_repo, run
 INSTALL = "sudo apt-get install -y slurmctld slurmd slurm-client munge"
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel")
 RUNS = tiny_params(train={**tiny_params()["train"], "steps": 60},
-                   sweep={"datasets": ["tiny"], "betas": {"betavae": [1, 4], "tcvae": [4, 8], "factorvae": []}, "seeds": [0]},
+                   sweep={"datasets": ["tiny"], "betas": {"betavae": [1, 4], "tcvae": [4, 8], "factorvae": [], "annealedvae": []}, "seeds": [0]},
                    evaluate={**TINY_EVAL, "scores": []})      # 4 runs; MIG only
 
 
