@@ -93,11 +93,11 @@ def test_the_study_round_trips_through_figures_h5_with_fixed_shapes(tmp_path):
     from tcvae import figure_data as fd
     mu, logvar = ring(200)
     s = eb.study(mu, logvar, repeats=2, n_samples=200, batch_size=64)
-    d = fd.FigureData(traversals=np.zeros((1, 2, 1, 4, 4), np.uint8), offsets=np.zeros(2), image=0,
-                      originals=np.zeros((1, 1, 4, 4), np.uint8), reconstructions=np.zeros((1, 1, 4, 4), np.uint8),
+    d = fd.FigureData(traversals=np.zeros((1, 3, 1, 8, 8), np.uint8), offsets=np.zeros(3), image=0,
+                      originals=np.zeros((1, 1, 8, 8), np.uint8), reconstructions=np.zeros((1, 1, 8, 8), np.uint8),
                       estimator_bias=s)
     fd.write(tmp_path / "f.h5", d)
-    back = fd.read(tmp_path / "f.h5").estimator_bias
+    back = fd.read(tmp_path / "f.h5", 1).estimator_bias        # read as any figures.h5 is: checked, 1 latent
     assert back.estimators == s.estimators and back.batch_size == 64 and back.dataset_size == 200
     for key in ("batches", "repeats", "mean", "std", "full"):
         np.testing.assert_array_equal(getattr(back, key), getattr(s, key))
@@ -125,6 +125,6 @@ def test_an_esmaeili_run_trains_and_evaluates_through_the_stage_commands(project
         last = list(csv.DictReader(f))[-1]
     assert int(last["step"]) == TINY_TRAIN["steps"]
     assert all(math.isfinite(float(last[k])) for k in ("loss", "mi", "tc", "dimwise_kl"))   # disc_loss: FactorVAE only
-    study = fd.read(run / "figures.h5").estimator_bias
+    study = fd.read(run / "figures.h5", TINY_TRAIN["latents"]).estimator_bias
     assert study.batch_size == TINY_TRAIN["batch_size"] and study.dataset_size == 192
     assert np.isfinite(study.mean[:, :2]).all() and np.isnan(study.mean[:, 2:]).all()   # B = 64, 128 ≤ N = 192
