@@ -39,10 +39,13 @@ def _quantities(terms: dict[str, torch.Tensor]) -> np.ndarray:
 
 @torch.no_grad()
 def study(mu, logvar, *, batches: Sequence[int] = BATCHES, estimators: Sequence[str] = ESTIMATORS,
-          repeats: int = REPEATS, n_samples: int = 10_000, seed: int = 0, batch_size: int = 0) -> BiasStudy:
+          repeats: int = REPEATS, n_samples: int = 10_000, seed: int = 0, batch_size: int = 0,
+          full: dict[str, torch.Tensor] | None = None) -> BiasStudy:
     """The study for posteriors mu, logvar (N, D) (tensors or arrays; float64 stays float64), `repeats_at(B,
     repeats)` minibatches at each B. Minibatches are shared by all estimators, so their differences are not
-    sampling noise; `seed` fixes everything. `batch_size`: the run's training batch, recorded for the figure."""
+    sampling noise; `seed` fixes everything. `batch_size`: the run's training batch, recorded for the figure.
+    `full`: the reference, `full_data_terms(mu, logvar, n_samples=…, seed=…)` where the caller has it already
+    (evaluate's KL decomposition: the costliest part, computed once); computed here when None."""
     mu, logvar = torch.as_tensor(np.asarray(mu)), torch.as_tensor(np.asarray(logvar))
     if not mu.is_floating_point():
         mu, logvar = mu.float(), logvar.float()
@@ -65,5 +68,7 @@ def study(mu, logvar, *, batches: Sequence[int] = BATCHES, estimators: Sequence[
                 terms["log_qz"], terms["log_prod_qzj"] = log_qz(z, m, lv, n, estimator)
                 values[e, r] = _quantities(terms)
         mean[:, k], std[:, k] = values.mean(1), values.std(1, ddof=1)
-    full = _quantities(full_data_terms(mu, logvar, n_samples=n_samples, seed=seed))
-    return BiasStudy(tuple(estimators), np.asarray(batches, dtype=np.int64), counts, mean, std, full, n, batch_size)
+    if full is None:
+        full = full_data_terms(mu, logvar, n_samples=n_samples, seed=seed)
+    return BiasStudy(tuple(estimators), np.asarray(batches, dtype=np.int64), counts, mean, std, _quantities(full), n,
+                     batch_size)

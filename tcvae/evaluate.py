@@ -52,12 +52,13 @@ def evaluate(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: 
     """Everything `eval.json` holds (`measure`, then `add_cpu_scores`) and, given `figures` (the validated
     `figures` params), what the run's figures draw, with the estimator study (tcvae.estimator_bias) on the run's
     posteriors, `train_batch` marking its training batch size."""
-    out, codes, logvar = measure(model, data, n_samples=n_samples, batch_size=batch_size, n_bins=n_bins,
-                                 active_threshold=active_threshold, seed=seed, device=device, precision=precision)
+    out, codes, logvar, terms = measure(model, data, n_samples=n_samples, batch_size=batch_size, n_bins=n_bins,
+                                        active_threshold=active_threshold, seed=seed, device=device,
+                                        precision=precision)
     drawn = None
     if figures is not None:
         drawn = figure_data(model, data, codes, out["kl_per_latent"], figures, device)
-        drawn.estimator_bias = estimator_bias.study(codes, logvar, n_samples=n_samples, seed=seed, batch_size=train_batch)
+        drawn.estimator_bias = estimator_bias.study(codes, logvar, seed=seed, batch_size=train_batch, full=terms)
     return add_cpu_scores(out, codes, data, seed=seed, scores=scores), drawn
 
 
@@ -69,7 +70,7 @@ def measure(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: i
     discrete MIG on its metric factors. On CUDA the posteriors stay on the GPU and the mixtures are evaluated
     there in blocks (tcvae.metrics); on the CPU by the CPU's windowed path. Returns (that dict, the posterior
     means and log-variances (N, D) float32 on the CPU: what `add_cpu_scores`, `figure_data` and the estimator
-    study take)."""
+    study take, and the decomposition's `metrics.full_data_terms` on the CPU: the study's reference)."""
     device = torch.device(device)
     on = None if device.type == "cpu" else device     # tcvae.metrics: None is the CPU's own (windowed) path
     mu, logvar, log_px = encode(model, data, batch_size, device, seed, precision=precision)
@@ -79,15 +80,16 @@ def measure(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: i
         "n_images": len(data), "elbo": float((log_px - kl).mean()), "log_px": float(log_px.mean()),
         "kl": float(kl.mean()), "kl_per_latent": kl_per_latent.mean(0).tolist(),
         "active_units": metrics.active_units(mu, active_threshold),
-        "decomposition": metrics.kl_decomposition(mu, logvar, n_samples=n_samples, seed=seed, device=on).as_dict(),
     }
+    terms = metrics.full_data_terms(mu, logvar, n_samples=n_samples, seed=seed, device=on)
+    out["decomposition"] = metrics.KLDecomposition.of(terms, kl.mean()).as_dict()
     if data.factors is not None:
         cols = [data.factor_names.index(name) for name in data.metric_factors]
         factors = data.factors[:, cols]
         out["metric_factors"] = list(data.metric_factors)
         out["mig"] = metrics.mig(mu, logvar, factors, n_samples=n_samples, seed=seed, device=on).as_dict()
         out["mig_discrete"] = metrics.mig_discrete(mu, factors, n_bins=n_bins, device=device).as_dict()
-    return out, mu.cpu().numpy(), logvar.cpu().numpy()
+    return out, mu.cpu().numpy(), logvar.cpu().numpy(), {k: v.cpu() for k, v in terms.items()}
 
 
 def add_cpu_scores(out: dict[str, Any], codes: np.ndarray, data: Dataset, *, seed: int = 0,

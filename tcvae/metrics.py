@@ -263,6 +263,12 @@ class KLDecomposition:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def of(cls, t: dict[str, torch.Tensor], kl: float) -> "KLDecomposition":
+        """The decomposition from `full_data_terms` t and the analytic mean KL `kl` (nats)."""
+        return cls(float((t["log_qz_x"] - t["log_qz"]).mean()), float((t["log_qz"] - t["log_prod_qzj"]).mean()),
+                   float((t["log_prod_qzj"] - t["log_pz"]).mean()), float(kl), len(t["log_qz"]))
+
 
 def kl_decomposition(mu, logvar, *, n_samples: int = 10_000, seed: int = 0,
                      device: str | torch.device | None = None) -> KLDecomposition:
@@ -271,9 +277,7 @@ def kl_decomposition(mu, logvar, *, n_samples: int = 10_000, seed: int = 0,
     log q(z_j) against each dimension's mixture. `device`: as for `mig`."""
     mu, logvar, _ = _inputs(mu, logvar, device)
     t = full_data_terms(mu, logvar, n_samples=n_samples, seed=seed, device=device)
-    kl = kl_normal(mu, logvar).sum(1).mean()
-    return KLDecomposition(float((t["log_qz_x"] - t["log_qz"]).mean()), float((t["log_qz"] - t["log_prod_qzj"]).mean()),
-                           float((t["log_prod_qzj"] - t["log_pz"]).mean()), float(kl), len(t["log_qz"]))
+    return KLDecomposition.of(t, kl_normal(mu, logvar).sum(1).mean())
 
 
 def full_data_terms(mu, logvar, *, n_samples: int = 10_000, seed: int = 0,

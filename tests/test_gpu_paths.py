@@ -57,6 +57,9 @@ def test_bf16_autocast_keeps_the_objective_in_float32():
 def test_evaluation_splits_into_device_measures_and_cpu_scores(monkeypatch):
     """`measure` (the device's part) + `add_cpu_scores` is `evaluate`; the device code of the mixtures, run on
     the CPU, gives the CPU path's MIG and decomposition within 1e-3 on a model's own posteriors."""
+    import types
+
+    from tcvae import estimator_bias as eb
     from tcvae import evaluate as ev
     from tcvae import metrics
     from tcvae.data import grid
@@ -65,16 +68,22 @@ def test_evaluation_splits_into_device_measures_and_cpu_scores(monkeypatch):
     factors = grid((2, 3, 4))
     rng = np.random.default_rng(1)
     images = np.packbits(rng.integers(0, 2, (len(factors), 4096), dtype=np.uint8), axis=1)
-    data = Dataset("toy", images, (1, 64, 64), True, factors, None, ("a", "b", "c"), (2, 3, 4), ("b", "c"),
+    data = Dataset("toy", images, (1, 64, 64), True, factors, factors.astype(float), ("a", "b", "c"), (2, 3, 4), ("b", "c"),
                    "procedural")
     torch.manual_seed(0)
     model = VAE("mlp", 3, 1, 32)
     kw = dict(n_samples=20, batch_size=7, seed=0)
-    out, codes, _ = ev.measure(model, data, **kw)
+    out, codes, _, _ = ev.measure(model, data, **kw)
     assert {"elbo", "decomposition", "mig", "mig_discrete"} <= set(out) and "scores" not in out
     assert codes.shape == (len(factors), 3) and codes.dtype == np.float32
     whole, _ = ev.evaluate(model, data, scores=("sap",), **kw)
     assert ev.add_cpu_scores(out, codes, data, scores=("sap",)) == whole and "sap" in whole["scores"]
+    cfg = types.SimpleNamespace(image=0, traversal_range=2.0, traversal_steps=3, reconstructions=2)
+    _, drawn = ev.evaluate(model, data, scores=("sap",), figures=cfg, **kw)
+    reference = dict(zip(eb.QUANTITIES, drawn.estimator_bias.full))     # the study's reference is the decomposition
+    decomposition = whole["decomposition"]
+    for name, key in (("mi", "mutual_info"), ("tc", "total_correlation"), ("dimwise_kl", "dimwise_kl")):
+        assert reference[name] == pytest.approx(decomposition[key], abs=1e-5)
     mu, logvar, _ = ev.encode(model, data, 7, decode=False)
     dense = metrics.mig(mu, logvar, factors[:, 1:], n_samples=20, device="cpu")
     assert dense.score == pytest.approx(out["mig"]["score"], abs=1e-3)
