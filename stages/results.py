@@ -163,34 +163,72 @@ ARCHIVE_LIMIT = 256 * 2**20    # unpacked bytes: a job's archive holds small fil
 ARCHIVE_MEMBERS = 20_000
 
 
+class _Bounded:
+    """A seekable (decompressed) stream that refuses to be read or sought past `limit` bytes, before reading:
+    tarfile reads a member's long name or pax header whole, so an archive declaring one of gigabytes would be a
+    memory bomb, and a seek past a gzip's end decompresses everything on the way."""
+
+    def __init__(self, f, limit: int, archive: Path):
+        self.f, self.limit, self.archive = f, limit, archive
+
+    def _refuse(self) -> None:
+        raise UserError(f"--from {self.archive}: unpacks to more than {self.limit // 2**20} MiB; "
+                        f"a GPU job's archive holds small files only")
+
+    def read(self, n: int = -1) -> bytes:
+        room = self.limit - self.f.tell()
+        if n is None or n < 0:
+            data = self.f.read(room + 1)
+            if len(data) > room:
+                self._refuse()
+            return data
+        if n > room:
+            self._refuse()
+        return self.f.read(n)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        target = offset if whence == 0 else self.f.tell() + offset if whence == 1 else None
+        if target is None or target > self.limit:
+            self._refuse()
+        return self.f.seek(target)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+
 def unpack(archive: Path, dest: Path) -> None:
     """Unpack a GPU job's results archive (tar, gzipped or not) into `dest`: plain files and folders only (links,
-    devices and absolute or `..` paths are refused), at most ARCHIVE_LIMIT bytes; then tar's `data` filter."""
+    devices and absolute or `..` paths are refused), at most ARCHIVE_LIMIT bytes read from its decompressed
+    stream (headers included); then tar's `data` filter."""
     import gzip
     import tarfile
     import zlib
 
     try:
-        with tarfile.open(archive) as tar:
-            members, total = [], 0
-            for m in tar:
-                if len(members) >= ARCHIVE_MEMBERS:
-                    raise UserError(f"--from {archive}: more than {ARCHIVE_MEMBERS:,} entries; not a GPU job's archive")
-                if not (m.isfile() or m.isdir()):
-                    raise UserError(f"--from {archive}: entry {m.name!r} is a link or a special file; "
-                                    f"a GPU job's archive holds plain files only")
-                parts = Path(m.name).parts
-                if len(m.name) > 1024 or len(parts) > 16:     # a run's files sit 6 folders deep
-                    raise UserError(f"--from {archive}: entry {m.name[:60]!r}… has a path longer than a GPU job's "
-                                    f"archive holds (1,024 characters, 16 folders)")
-                if Path(m.name).is_absolute() or ".." in parts:
-                    raise UserError(f"--from {archive}: entry {m.name[:100]!r} points outside the archive's folder")
-                total += m.size
-                if total > ARCHIVE_LIMIT:
-                    raise UserError(f"--from {archive}: unpacks to more than {ARCHIVE_LIMIT // 2**20} MiB; "
-                                    f"a GPU job's archive holds small files only")
-                members.append(m)
-            tar.extractall(dest, members=members, filter="data")
+        with open(archive, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
+            with tarfile.open(fileobj=_Bounded(stream, ARCHIVE_LIMIT, archive), mode="r:") as tar:
+                members, total = [], 0
+                for m in tar:
+                    if len(members) >= ARCHIVE_MEMBERS:
+                        raise UserError(f"--from {archive}: more than {ARCHIVE_MEMBERS:,} entries; not a GPU job's archive")
+                    if not (m.isfile() or m.isdir()):
+                        raise UserError(f"--from {archive}: entry {m.name!r} is a link or a special file; "
+                                        f"a GPU job's archive holds plain files only")
+                    parts = Path(m.name).parts
+                    if len(m.name) > 1024 or len(parts) > 16:     # a run's files sit 6 folders deep
+                        raise UserError(f"--from {archive}: entry {m.name[:60]!r}… has a path longer than a GPU "
+                                        f"job's archive holds (1,024 characters, 16 folders)")
+                    if Path(m.name).is_absolute() or ".." in parts:
+                        raise UserError(f"--from {archive}: entry {m.name[:100]!r} points outside the archive's folder")
+                    total += m.size
+                    if total > ARCHIVE_LIMIT:
+                        raise UserError(f"--from {archive}: unpacks to more than {ARCHIVE_LIMIT // 2**20} MiB; "
+                                        f"a GPU job's archive holds small files only")
+                    members.append(m)
+                tar.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, RecursionError) as e:
         raise UserError(f"--from {archive}: not a readable tar archive ({type(e).__name__}: {str(e)[:200]})") from None
     except OSError as e:          # an entry clashing with another (a file where a folder goes), or a full disk

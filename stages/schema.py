@@ -10,8 +10,8 @@ from typing import Annotated, Literal, Union, get_args
 
 from urllib.parse import urlsplit
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
-                      PositiveInt, StrictFloat, StrictInt, field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, NonNegativeInt,
+                      PositiveFloat, PositiveInt, StrictFloat, StrictInt, field_validator, model_validator)
 
 from tcvae.resultfiles import METHODS
 
@@ -24,13 +24,14 @@ class Strict(BaseModel):
 
 
 # YAML has no path or tuple type: these two are read from a string and a list (the rest stays strict)
-def _plain_path(p: Path) -> Path:
-    if not str(p).strip() or any(ord(c) < 32 for c in str(p)):
+def _plain_path(p: object) -> object:
+    """The text of a path as written (before Path() turns "" into "."): not blank, no control characters."""
+    if isinstance(p, str) and (not p.strip() or any(ord(c) < 32 or c == "\x7f" for c in p)):
         raise ValueError("give a non-empty path without control characters (NUL, line breaks)")
-    return p.expanduser()
+    return p
 
 
-UserPath = Annotated[Path, Field(strict=False), AfterValidator(_plain_path)]   # `~/data/…` works
+UserPath = Annotated[Path, Field(strict=False), BeforeValidator(_plain_path), AfterValidator(Path.expanduser)]   # `~/…` works
 
 
 # ---- data ----

@@ -11,6 +11,7 @@ run from the remote and runs aggregate and plot. Submissions are recorded in .dv
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -47,17 +48,19 @@ def submit(partition: Partition = None, time: Time = None, cpus: Cpus = None, me
     `dvc repro --pull` of its evaluate stage, `dvc push --run-cache`), then a job after it that restores
     every run from the remote and runs aggregate and plot. The runs are params.yaml's, as dvc.yaml reads it."""
     p = load_params(PARAMS)
+    options = [f"--{k}={v}" for k, v in (("partition", partition), ("time", time), ("cpus-per-task", cpus),
+                                         ("mem", mem), ("gres", gres)) if v is not None] + list(sbatch_line or [])
+    _check_values(time, mem, gres)
+    for line in options:
+        if any(ord(c) < 32 or ord(c) == 127 for c in line) or not line.startswith("-"):
+            raise UserError(f"--sbatch-line {line[:80]!r}: one sbatch option per line, starting with '-', without "
+                            f"control characters (e.g. --account=abc)")
     sbatch = _tool("sbatch")
     if partition:
         _check_partition(partition)
     commit = _clean_commit()
     name, url = _remote(remote)
     pending = [s for s, state in run_states(name).items() if state in ("to run", "failed")]
-    options = [f"--{k}={v}" for k, v in (("partition", partition), ("time", time), ("cpus-per-task", cpus),
-                                         ("mem", mem), ("gres", gres)) if v is not None] + list(sbatch_line or [])
-    for line in options:
-        if "\n" in line or not line.startswith("-"):
-            raise UserError(f"--sbatch-line {line!r}: one sbatch option per line, starting with '-' (e.g. --account=abc)")
     if p.compute.checkpoint_dir is None:
         print("note: compute.checkpoint_dir is not set: a cancelled or pre-empted task starts its run over "
               "(its checkpoint was in its throwaway clone)", file=sys.stderr)
@@ -228,6 +231,20 @@ def _tool(name: str) -> str:
         raise UserError(f"`{name}` not found: run this on the cluster's login node, where SLURM's tools are "
                         f"(or install them: apt-get install slurm-client)")
     return path
+
+
+TIME = re.compile(r"(\d+(:\d{1,2}){0,2}|\d+-\d+(:\d{1,2}){0,2}|infinite|unlimited)")   # sbatch --time's forms
+MEM = re.compile(r"\d+[KMGT]?")
+GRES = re.compile(r"[A-Za-z0-9_.:,-]{1,200}")
+
+
+def _check_values(time: str | None, mem: str | None, gres: str | None) -> None:
+    """sbatch's own forms (man sbatch): a value off them would reach the job script's #SBATCH lines."""
+    for option, value, form, example in (("--time", time, TIME, "minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM:SS"),
+                                         ("--mem", mem, MEM, "a number with K, M, G or T: 16G"),
+                                         ("--gres", gres, GRES, "name[:type]:count, e.g. gpu:1")):
+        if value is not None and form.fullmatch(value) is None:
+            raise UserError(f"{option} {value[:40]!r}: not a value sbatch takes ({example})")
 
 
 def _check_partition(partition: str) -> None:

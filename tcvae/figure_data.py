@@ -30,6 +30,7 @@ import numpy as np
 
 from tcvae.errors import UserError
 from tcvae.io import atomic_path, read_bounded
+from tcvae.resultfiles import ESTIMATOR_QUANTITIES, LIMITS, check_figures
 
 # The estimator_bias group: E estimators, K = len(BATCHES), Q = len(QUANTITIES); attrs dataset_size (N) and
 # batch_size (the run's own training batch). Every run's group has the same shapes.
@@ -44,7 +45,7 @@ ESTIMATOR_BIAS = {
 }
 
 BATCHES = (64, 128, 256, 512, 1024, 2048, 4096)    # the batch sizes studied (those above N are NaN)
-QUANTITIES = ("log_qz", "log_prod_qzj", "mi", "tc", "dimwise_kl")
+QUANTITIES = ESTIMATOR_QUANTITIES     # the study's quantities, in the order of the arrays' last axis
 
 
 @dataclass
@@ -187,8 +188,6 @@ def read(path: Path, latents: int, root: Path | None = None) -> FigureData:
     """The arrays of a `figures.h5` of a run with `latents` latents, checked (tcvae.resultfiles.check_figures)
     before any is read; the file is read whole first (a bounded, plain file: see tcvae.io.read_bounded). A file
     that is not such a figures.h5 is a UserError naming it."""
-    from tcvae.resultfiles import LIMITS, check_figures
-
     data = read_bounded(path, LIMITS["figures.h5"], root)
     try:
         with h5py.File(io.BytesIO(data), "r") as f:

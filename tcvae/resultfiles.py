@@ -29,6 +29,8 @@ LIMITS = {"eval.json": 4 * MiB, "history.csv": 16 * MiB, "figures.h5": 64 * MiB,
           "provenance.json": 4 * MiB, "sets.yaml": 1 * MiB, "timing": 1 * MiB, "params": 1 * MiB}
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")     # set and data set names (params' `Name`): a folder, shell-safe
 NAME_RULE = "lower-case letters, digits, '-' and '_', starting with a letter or digit, at most 64 (it names a folder)"
+LABEL = re.compile(r"[A-Za-z0-9_ .,()'-]{1,64}")     # text a figure prints: factor, unit, attribute, estimator names
+LABEL_RULE = "1 to 64 letters, digits, spaces and _ . , ( ) ' - (it is printed on a figure)"
 METHODS = ("betavae", "tcvae", "factorvae", "annealedvae")   # the methods (stages.schema.Method is this list)
 RUN_FILES = ("eval.json", "history.csv", "figures.h5")
 
@@ -86,6 +88,7 @@ FIGURES = {"traversals": ("u", "DSCHW"), "offsets": ("f", "S"), "originals": ("u
            "estimator_bias/estimators": ("SO", "E"), "estimator_bias/quantities": ("SO", "Q"),
            "estimator_bias/batches": ("iu", "K"), "estimator_bias/repeats": ("iu", "K"),
            "estimator_bias/mean": ("f", "EKQ"), "estimator_bias/std": ("f", "EKQ"), "estimator_bias/full": ("f", "Q")}
+ESTIMATOR_QUANTITIES = ("log_qz", "log_prod_qzj", "mi", "tc", "dimwise_kl")   # estimator_bias/quantities
 BOUNDS = {"S": (3, 21), "C": (1, 3), "H": (8, 128), "W": (8, 128), "R": (1, 32), "G": (1, 8), "V": (1, 256),
           "Y": (1, 64), "X": (1, 64), "T": (1, 64),
           "E": (1, 8), "K": (1, 16), "Q": (5, 5)}   # D: the run's latents (eval.json's kl_per_latent)
@@ -201,8 +204,11 @@ def read_eval(path: Path, coordinates: tuple[str, str, float, int] | None = None
             raise UserError(f"{path}: its `run` ({run['dataset']} {run['method']} β={run['beta']} seed {run['seed']}) "
                             f"is not the run of the folder it is in ({d} {m} β={b:g} seed {s}); it was copied or "
                             f"moved: evaluate that run again")
-    if ev["active_units"] > len(ev["kl_per_latent"]):
-        raise UserError(f"{path}: `active_units` ({ev['active_units']}) exceeds the latents ({len(ev['kl_per_latent'])})")
+    latents = len(ev["kl_per_latent"])
+    if ev["active_units"] > latents:
+        raise UserError(f"{path}: `active_units` ({ev['active_units']}) exceeds the latents ({latents})")
+    if any(j is not None and j >= latents for j in field(ev, "mig.captured") or ()):
+        raise UserError(f"{path}: `mig.captured` must hold latent indices below the run's {latents} latents, or nulls")
     return ev
 
 
@@ -258,6 +264,9 @@ def read_runs_csv(path: Path, root: Path | None = None) -> list[dict[str, Any]]:
         if key in seen:
             raise UserError(f"{path}: line {line} repeats the run {key[0]} {key[1]} β={key[2]:g} seed {key[3]}")
         seen.add(key)
+        if (parsed["factors_captured"] is None) != (parsed["factors_scored"] is None) or (
+                parsed["factors_captured"] or 0) > (parsed["factors_scored"] or 0):
+            raise UserError(f"{path}: line {line}: factors_captured must be empty with factors_scored, or at most it")
         out.append(parsed)
     return out
 
@@ -307,6 +316,8 @@ def check_figures(f: Any, latents: int, path: Path) -> None:
             raise UserError(f"{path}: `{where}` is not a plain dataset stored in the file")
         if d.dtype.kind not in kinds:
             raise UserError(f"{path}: `{where}` has dtype {d.dtype}; expected kind {'/'.join(kinds)}")
+        if "S" in kinds and (d.dtype.itemsize > 64 if d.dtype.kind == "S" else h5py.check_string_dtype(d.dtype) is None):
+            raise UserError(f"{path}: `{where}` has dtype {d.dtype}; expected strings of at most 64 bytes")
         if len(d.shape) != len(dims):
             raise UserError(f"{path}: `{where}` has shape {d.shape}; expected ({', '.join(dims)})")
         for letter, size in zip(dims, d.shape):
@@ -316,6 +327,13 @@ def check_figures(f: Any, latents: int, path: Path) -> None:
             if sizes.setdefault(letter, size) != size:
                 raise UserError(f"{path}: `{where}` has shape {d.shape}: {letter} = {size}, not the "
                                 f"{sizes[letter]} of the other datasets")
+
+    def labels(values: Any, where: str) -> list[str]:
+        texts = [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in values]
+        for t in texts:
+            if not isinstance(t, str) or LABEL.fullmatch(t) is None:
+                raise UserError(f"{path}: `{where}` holds {str(t)[:40]!r}; each must be {LABEL_RULE}")
+        return texts
 
     sizes: dict[str, int] = {}
     for name, spec in FIGURES.items():
@@ -335,10 +353,12 @@ def check_figures(f: Any, latents: int, path: Path) -> None:
     if factors is not None:
         if not isinstance(factors, h5py.Group) or len(factors) > 16:
             raise UserError(f"{path}: `factors` must be a group of at most 16 factors")
+        labels(list(factors), "factors")
         for name in factors:
             g = member(factors, name, f"factors/{name}")
             if not isinstance(g, h5py.Group) or not isinstance(g.attrs.get("unit"), str):
                 raise UserError(f"{path}: `factors/{name}` must be a group with a `unit` text attribute")
+            labels([g.attrs["unit"]], f"factors/{name}` attribute `unit")
             per = {k: v for k, v in sizes.items() if k != "V"}      # each factor has its own number of values
             for key in ("means", "values"):
                 dataset(g, key, f"factors/{name}/{key}", FIGURES[f"factors/*/{key}"], per)
@@ -349,6 +369,7 @@ def check_figures(f: Any, latents: int, path: Path) -> None:
                 raise UserError(f"{path}: `factors/{name}/means` has {per['G']} groups, another factor {sizes['G']}")
         if len(groups) not in (0, sizes.get("G", 1)) or not all(isinstance(s, (str, bytes)) for s in groups):
             raise UserError(f"{path}: attribute `groups` must name the {sizes.get('G', 1)} groups of the factor tables")
+        labels(groups, "groups")
     attributes = member(f, "attributes", "attributes")
     if attributes is not None:
         if not isinstance(attributes, h5py.Group) or not _number_attr(attributes.attrs.get("range")):
@@ -358,6 +379,7 @@ def check_figures(f: Any, latents: int, path: Path) -> None:
         chosen = attributes["latents"][()]
         if ((chosen < 0) | (chosen >= latents)).any():
             raise UserError(f"{path}: `attributes/latents` must be latent indices below {latents}")
+        labels(attributes["names"][()], "attributes/names")
     bias = member(f, "estimator_bias", "estimator_bias")
     if bias is not None:          # optional: sets made before the estimator study have none (tcvae.figure_data)
         if not isinstance(bias, h5py.Group) or not all(_number_attr(bias.attrs.get(k)) for k in ("dataset_size",
@@ -367,6 +389,10 @@ def check_figures(f: Any, latents: int, path: Path) -> None:
             dataset(bias, key, f"estimator_bias/{key}", FIGURES[f"estimator_bias/{key}"], sizes)
         if not (bias["batches"][()] > 0).all():
             raise UserError(f"{path}: `estimator_bias/batches` must be batch sizes ≥ 1")
+        labels(bias["estimators"][()], "estimator_bias/estimators")
+        if tuple(labels(bias["quantities"][()], "estimator_bias/quantities")) != ESTIMATOR_QUANTITIES:
+            raise UserError(f"{path}: `estimator_bias/quantities` must be {', '.join(ESTIMATOR_QUANTITIES)}, in that "
+                            f"order")
 
 
 def _number_attr(v: Any) -> bool:

@@ -4,7 +4,7 @@ import h5py
 import pytest
 
 from tcvae import data
-from tests.conftest import TINY_DSPRITES, tcvae, tiny_params
+from tests.conftest import TINY_DSPRITES, run_cli, tcvae, tiny_params
 
 
 def test_help_lists_the_stages(project):
@@ -14,7 +14,6 @@ def test_help_lists_the_stages(project):
 
 @pytest.mark.parametrize("group", [[], ["stage"], ["bench"], ["sweep"], ["results"]])
 def test_help_summaries_are_whole_at_80_columns(group):
-    from tests.conftest import run_cli
     code, out = run_cli(*group, "--help")
     commands = out[out.index("Commands:"):]
     assert code == 0 and len(commands.splitlines()) > 1 and "..." not in commands and "…" not in commands, out
@@ -39,16 +38,17 @@ def test_help_summaries_are_whole_at_80_columns(group):
     ({"train": {"steps": 5, "capacity": {"max": -1}}}, "train.capacity.max", "greater than or equal to 0"),
     ({"train": {"steps": 5, "capacity": {"max": 5, "steps": 0}}}, "train.capacity", "`steps` is 0"),
     ({"train": {"steps": 5, "capacity": {"max": 5, "steps": 10}}}, "train.capacity", "no annealedvae run"),
+    ({"compute": {"checkpoint_dir": ""}}, "compute.checkpoint_dir", "non-empty path"),
 ])
 @pytest.mark.parametrize("stage", ["download", "preprocess", "train"])
 def test_bad_params_exit_2_and_name_the_key(project, params, key, rule, stage):
     folder, write_params = project
     write_params({**tiny_params(), **params} if "trian" in params else tiny_params(**params))
     args = ["--dataset", "tiny", "--method", "tcvae", "--beta", "1"] if stage == "train" else []
-    proc = tcvae("stage", stage, *args, cwd=folder)
-    assert proc.returncode == 2
-    assert key in proc.stderr and rule in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) < 25
+    code, out = run_cli("stage", stage, *args, cwd=folder)
+    assert code == 2
+    assert key in out and rule in out, out
+    assert "Traceback" not in out and len(out.splitlines()) < 25
     assert not (folder / "data").exists()
 
 

@@ -134,3 +134,23 @@ def test_export_refuses_an_archive_with_a_link_or_an_escaping_path(tmp_path):
     assert not (tmp_path / "data").exists() and not (tmp_path.parent / "evil").exists()
     proc = tcvae("results", "export", "x", "--from", tmp_path / "f", cwd=tmp_path)
     assert proc.returncode == 2 and "not a readable tar archive" in proc.stderr
+
+
+def test_export_refuses_an_archive_declaring_a_huge_header_before_reading_it(tmp_path):
+    """A GNU long-name header declaring 1 GiB (tarfile reads long names whole): refused before the read."""
+    import gzip
+    import io
+
+    head = tarfile.TarInfo("././@LongLink")
+    head.type, head.size = tarfile.GNUTYPE_LONGNAME, 2**30
+    archive = tmp_path / "bomb.tar.gz"
+    archive.write_bytes(gzip.compress(head.tobuf(format=tarfile.USTAR_FORMAT) + b"a" * 4096))
+    proc = tcvae("results", "export", "x", "--from", archive, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "unpacks to more than" in proc.stderr
+    good = tmp_path / "plain.tar"                                      # an uncompressed tar is read too
+    with tarfile.open(good, "w") as tar:
+        info = tarfile.TarInfo("params.yaml")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    proc = tcvae("results", "export", "x", "--from", good, cwd=tmp_path)
+    assert proc.returncode == 2 and "runs is missing" in proc.stderr

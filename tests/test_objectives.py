@@ -67,8 +67,9 @@ def test_fast_estimator_matches_the_materialised_one(estimator):
     z = (mu + (0.5 * logvar).exp() * torch.randn(b, d, generator=g, dtype=torch.float64)).detach().requires_grad_()
     for fast, slow in zip(obj.log_qz(z, mu, logvar, 500, estimator), obj.log_qz_materialised(z, mu, logvar, 500, estimator)):
         assert torch.allclose(fast, slow, atol=1e-10)
-    assert torch.autograd.gradcheck(lambda *t: obj.log_qz(*t, 500, estimator), (z, mu, logvar))
-    assert torch.autograd.gradcheck(lambda *t: obj.log_qz(*t, 500, estimator)[1].sum(), (z, mu, logvar))
+    small = tuple(t[:12, :3].detach().requires_grad_() for t in (z, mu, logvar))    # gradcheck: 2 evaluations an element
+    assert torch.autograd.gradcheck(lambda *t: obj.log_qz(*t, 500, estimator), small)
+    assert torch.autograd.gradcheck(lambda *t: obj.log_qz(*t, 500, estimator)[1].sum(), small)
 
 
 def test_autograd_never_holds_a_b_b_d_tensor():

@@ -184,6 +184,7 @@ EVAL_DAMAGE = {
     "no kl_per_latent": lambda ev: ev.pop("kl_per_latent"),
     "a boolean elbo": lambda ev: ev.update(elbo=True),
     "too many active units": lambda ev: ev.update(active_units=99),
+    "a captured latent beyond the latents": lambda ev: ev["mig"].update(captured=[99] * len(ev["mig"]["captured"])),
 }
 
 
@@ -213,6 +214,8 @@ CSV_DAMAGE = {
     "a short row": lambda lines: [lines[0], lines[1].rsplit(",", 1)[0], *lines[2:]],
     "a repeated run": lambda lines: [*lines, lines[1]],
     "a dataset off the rule": lambda lines: [lines[0], "../x" + lines[1][4:], *lines[2:]],
+    "more factors captured than scored": lambda lines: [lines[0], ",".join(
+        "9" if lines[0].split(",")[i] == "factors_captured" else c for i, c in enumerate(lines[1].split(","))), *lines[2:]],
     "an infinite MIG": lambda lines: [lines[0], ",".join(c if i != 4 else "inf" for i, c in enumerate(lines[1].split(","))),
                                       *lines[2:]],
 }
@@ -280,6 +283,11 @@ H5_DAMAGE = {
     "a string image attribute": lambda f: f.attrs.__setitem__("image", "0"),
     "a factor without unit": lambda f: f["factors/posX"].attrs.__delitem__("unit"),
     "mismatched groups": replace("factors/posX/means", np.zeros((4, 2, 4))),
+    "mathtext in a unit": lambda f: f["factors/posX"].attrs.__setitem__("unit", r"$\frac{$"),
+    "a factor named in markup": lambda f: f.move("factors/posX", "factors/$x^$"),
+    "strings of a megabyte": replace("estimator_bias/estimators", np.array([b"x" * 2**20] * 3)),
+    "quantities reordered": replace("estimator_bias/quantities", np.array([b"mi", b"tc", b"log_qz", b"log_prod_qzj",
+                                                                           b"dimwise_kl"])),
 }
 
 

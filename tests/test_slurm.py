@@ -197,3 +197,15 @@ def test_submit_cancel_resubmit_and_rebuild_without_training(cluster, tmp_path):
     run(*DVC, "repro", "--force", "--single-item", "train-betavae@tiny-1-0", cwd=reader)
     uninterrupted = weights(model)
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+
+
+@pytest.mark.parametrize("option,says", [("--time=10:00\r#SBATCH --wrap=x", "--time"), ("--time=soon", "--time"),
+                                         ("--mem=16 G", "--mem"), ("--gres=gpu:1;x", "--gres"),
+                                         ("--sbatch-line=--comment=a\rb", "control characters"),
+                                         ("--sbatch-line=account", "starting with '-'")])
+def test_submit_refuses_option_values_sbatch_does_not_take_before_any_cluster_call(project, option, says):
+    """Checked before SLURM is looked for: exit 2, one line, on a machine without SLURM too."""
+    from tests.conftest import run_cli
+
+    code, out = run_cli("sweep", "submit", "--dry-run", option, cwd=project[0])
+    assert code == 2 and says in out and len(out.strip().splitlines()) == 1, out
