@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import ROOT, python_path, run_cli, tcvae
+from tests.conftest import ROOT, python_path, run_cli
 
 SET = Path("data/results/s1")
 RUN = SET / "runs/tiny/tcvae/beta2/seed0"
