@@ -4,7 +4,7 @@
 # budget; every finished run goes into $OUT/results.tar.gz at once). No DVC needed.
 #
 #   TCVAE_GPU_BUDGET_S=480 bash scripts/gpu-sweep.sh      # on the GPU machine, carrying .whl (scripts/gpu-wheels.sh)
-#   TCVAE_GPU_TINY=1 TCVAE_GPU_BUDGET_S=60 bash scripts/gpu-sweep.sh    # the rehearsal on a CPU (tests/test_gpu_job.py)
+#   TCVAE_GPU_TINY=1 TCVAE_GPU_BUDGET_S=30 bash scripts/gpu-sweep.sh    # the rehearsal on a CPU (tests/test_gpu_job.py)
 #
 # $OUT (default ./gpu-sweep-out) receives at most 4 files: results.tar.gz, probe.json, job.log, summary.txt.
 # The job never runs past its budget by more than 30 s: the driver kills a run 25 s after the deadline, and this
@@ -24,8 +24,7 @@ mkdir -p "$OUT"
 
 # Carried wheels (.whl/, made by scripts/gpu-wheels.sh) only where a package is missing, as on the GPU machine.
 if [ -d "$ROOT/.whl" ] && ls "$ROOT"/.whl/*.whl >/dev/null 2>&1 && \
-        ! "$PY" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in
-            ('pydantic', 'pydantic_core', 'annotated_types', 'typing_inspection', 'typer', 'rich', 'yaml', 'h5py')))"; then
+        ! PYTHONPATH="$ROOT" "$PY" -c "import sys; from stages.gpu_job import environment; sys.exit(bool(environment()))"; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/tcvae-site \
         "$ROOT"/.whl/*.whl >>"$OUT/job.log" 2>&1 || echo "install of carried wheels FAILED (see job.log)"
     export PYTHONPATH="/tmp/tcvae-site${PYTHONPATH:+:$PYTHONPATH}"

@@ -17,7 +17,6 @@ job.log, summary.txt. The last lines printed are the summary.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,10 +31,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from stages.provenance import code_digest, git_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 KILL_MARGIN_S = 25          # a process still running this long after the deadline is killed (the issue allows 30)
 PROBE_LIMIT_S = 60
-ARCHIVE_LIMIT = 15 * 2**20  # a returned file may be 16 MiB
+RETURNED_LIMIT = 15 * 2**20  # results.tar.gz: a returned file may be 16 MiB
 # What `tcvae stage train | evaluate` import (module: the package that provides it); the GPU image lacks pydantic.
 NEEDED = {"torch": "torch", "numpy": "numpy", "pydantic": "pydantic", "pydantic_core": "pydantic-core",
           "annotated_types": "annotated-types", "typing_inspection": "typing-inspection",
@@ -167,27 +168,6 @@ def job_params(path: Path, tiny: bool) -> dict[str, Any]:
     return p
 
 
-def code_digest() -> str:
-    """sha256 of the package's sources (tcvae/ and stages/, *.py): which code made the results, checkable
-    against a commit where the working tree travelled without its .git."""
-    h = hashlib.sha256()
-    for f in sorted([*ROOT.glob("tcvae/**/*.py"), *ROOT.glob("stages/**/*.py")]):
-        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-def commit() -> tuple[str | None, bool | None]:
-    """The working tree's commit and whether tracked files differ from it (None: not known, as where the
-    tree travelled without .git and the commit comes from TCVAE_COMMIT)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
-    try:
-        return git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no") != ""
-    except (OSError, subprocess.SubprocessError):
-        return os.environ.get("TCVAE_COMMIT") or None, None
-
-
 class Estimates:
     """Seconds a run will take: from the probe's step times until a run of the method has been timed, then
     from that run (its wall time per step, process start and evaluation included)."""
@@ -242,7 +222,7 @@ def write_archive(out: Path, work: Path, done: list[tuple], meta: dict[str, Any]
 def train_and_evaluate(job: Job, work: Path, run: tuple) -> dict[str, Any]:
     """One run, `tcvae stage train` then `tcvae stage evaluate` in one process: what happened, the seconds of each
     (as the stages timed themselves), and MIG."""
-    from tcvae.results import beta_name
+    from tcvae.resultfiles import beta_name
 
     dataset, method, beta, seed = run
     coords = ["--dataset", dataset, "--method", method, "--beta", beta_name(beta), "--seed", str(seed)]
@@ -272,7 +252,7 @@ def _rel(run: tuple) -> Path:
 
 
 def _label(run: tuple) -> str:
-    from tcvae.results import beta_name
+    from tcvae.resultfiles import beta_name
     dataset, method, beta, seed = run
     return f"{dataset} {method} {'γ' if method in ('factorvae', 'annealedvae') else 'β'}={beta_name(beta)} seed {seed}"
 
@@ -326,7 +306,7 @@ def main() -> int:
         return 1
     prepared = json.loads(tail.strip().splitlines()[-1])
     sizes, steps = prepared["sizes"], prepared["steps"]
-    code, seconds, tail = job.finish(probing, "probe", limit=PROBE_LIMIT_S - (time.monotonic() - probe_started))
+    code, _, tail = job.finish(probing, "probe", limit=PROBE_LIMIT_S - (time.monotonic() - probe_started))
     try:        # a probe stopped at its limit has saved what it measured by then
         probe = json.loads((out / "probe.json").read_text()) if (out / "probe.json").is_file() else {}
     except ValueError:
@@ -348,11 +328,12 @@ def main() -> int:
     lines.extend(_probe_lines(probe, time.monotonic() - probe_started if not probe else None))
 
     # --- the runs, in order, each started only when its estimate fits the time left
-    head, dirty = commit()
+    head, dirty = git_commit()
+    head = head or os.environ.get("TCVAE_COMMIT") or None       # a tree that travelled without .git
     meta = {"params": params_path.name, "tiny": tiny, "budget_s": budget, "commit": head, "uncommitted_changes": dirty,
             "code_sha256": code_digest(), "precision": precision, "parallel": parallel,
             "probe": {k: probe.get(k) for k in ("device_name", "torch", "cuda", "triton", "tcvae_over_vae")}}
-    pending = list(sweep_runs(p.sweep))
+    pending, held_back = list(sweep_runs(p.sweep)), 0
     done: list[tuple] = []
     results: list[dict[str, Any]] = []
     running: dict[Future, tuple] = {}
@@ -385,12 +366,13 @@ def main() -> int:
                 (out / "summary.txt").write_text("\n".join(["=== GPU job summary (so far) ===", *lines,
                                                             *_run_lines(results, len(pending), budget, job.elapsed())]) + "\n")
                 job.log(f"archived {_label(run)}: results.tar.gz now {len(done)} runs, {size / 1024:.0f} KiB")
-                if size > ARCHIVE_LIMIT:
+                if size > RETURNED_LIMIT:
                     lines.append("results.tar.gz is near the 16 MiB a returned file may take: no more runs started")
+                    held_back += len(pending)
                     pending.clear()
     if not done:
         write_archive(out, work, done, {**meta, "runs": []})
-    lines.extend(_run_lines(results, len(pending), budget, job.elapsed()))
+    lines.extend(_run_lines(results, len(pending), budget, job.elapsed(), held_back))
     summary(final=True)
     if not os.environ.get("TCVAE_GPU_WORK"):
         shutil.rmtree(work, ignore_errors=True)
@@ -398,11 +380,14 @@ def main() -> int:
     return 0 if done and not broken else 1      # a run killed at the deadline is the budget at work, not a fault
 
 
-def _run_lines(results: list[dict[str, Any]], not_started: int, budget: float, used: float) -> list[str]:
+def _run_lines(results: list[dict[str, Any]], not_started: int, budget: float, used: float,
+               held_back: int = 0) -> list[str]:
+    """The summary's runs: done, failed, not started for the budget, held back for the archive's size."""
     failed = [r for r in results if "failed" in r]
     done = len(results) - len(failed)
     lines = [f"runs: {done} done, {len(failed)} failed or killed, {not_started} not started "
-             f"(their estimates did not fit the budget left)"]
+             f"(their estimates did not fit the budget left)"
+             + (f", {held_back} held back (results.tar.gz near its size limit)" if held_back else "")]
     for r in results:
         label = _label(r["run"])
         if "failed" in r:
@@ -435,9 +420,8 @@ def _probe_lines(probe: dict[str, Any], failed_after: float | None) -> list[str]
         lines.append(f"  fused log q(z): skipped ({f['skipped']})")
     elif f.get("best"):
         b = f["best"]
-        warps = "" if b["warps"] is None else f", {b['warps']} warps"
         lines.append(f"  fused log q(z) fwd+bwd {b['fwd_bwd_ms']:.3f} ms (fwd {b['fwd_ms']:.3f}) at {b['block_i']}×"
-                     f"{b['block_j']}{warps}; materialised {f['materialised_fwd_bwd_ms']:.3f} ms")
+                     f"{b['block_j']}, {b['warps']} warps; materialised {f['materialised_fwd_bwd_ms']:.3f} ms")
     else:
         lines.append("  fused log q(z): NO tile choice matched the materialised way (see probe.json)")
     c = probe.get("concurrency", {})

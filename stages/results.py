@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import typer
@@ -20,6 +19,7 @@ import yaml
 
 from stages.options import ParamsOption
 from stages.params import load_params
+from stages.provenance import code_digest, git_commit
 from stages.runs import METRICS, RESULTS, TIMINGS
 from tcvae.errors import UserError
 from tcvae.io import atomic_outputs, load_weights_only, read_bounded, read_json, refuse_links
@@ -146,7 +146,7 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
     if source is None:
         if not (METRICS / "runs.csv").is_file() or not (METRICS / "runs").is_dir():
             raise UserError(f"{METRICS}/runs is missing: run `dvc repro aggregate` first (export ships what it collected)")
-        commit, dirty = _git_commit()
+        commit, dirty = git_commit(Path.cwd())
         _ship(name, METRICS / "runs", TIMINGS, params, commit, dirty, add, force)
         return
     if source.is_dir():
@@ -159,7 +159,7 @@ def export(name: str = typer.Argument(..., help="the set's name: data/results/<n
         _ship_job(name, Path(tmp), add, force)
 
 
-ARCHIVE_LIMIT = 256 * 2**20    # unpacked bytes: a job's archive holds small files only (~150 KB a run)
+UNPACKED_LIMIT = 256 * 2**20    # unpacked bytes: a job's archive holds small files only (~150 KB a run)
 ARCHIVE_MEMBERS = 20_000
 
 
@@ -198,7 +198,7 @@ class _Bounded:
 
 def unpack(archive: Path, dest: Path) -> None:
     """Unpack a GPU job's results archive (tar, gzipped or not) into `dest`: plain files and folders only (links,
-    devices and absolute or `..` paths are refused), at most ARCHIVE_LIMIT bytes read from its decompressed
+    devices and absolute or `..` paths are refused), at most UNPACKED_LIMIT bytes read from its decompressed
     stream (headers included); then tar's `data` filter."""
     import gzip
     import tarfile
@@ -209,7 +209,7 @@ def unpack(archive: Path, dest: Path) -> None:
             gzipped = raw.read(2) == b"\x1f\x8b"
             raw.seek(0)
             stream = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
-            with tarfile.open(fileobj=_Bounded(stream, ARCHIVE_LIMIT, archive), mode="r:") as tar:
+            with tarfile.open(fileobj=_Bounded(stream, UNPACKED_LIMIT, archive), mode="r:") as tar:
                 members, total = [], 0
                 for m in tar:
                     if len(members) >= ARCHIVE_MEMBERS:
@@ -224,8 +224,8 @@ def unpack(archive: Path, dest: Path) -> None:
                     if Path(m.name).is_absolute() or ".." in parts:
                         raise UserError(f"--from {archive}: entry {m.name[:100]!r} points outside the archive's folder")
                     total += m.size
-                    if total > ARCHIVE_LIMIT:
-                        raise UserError(f"--from {archive}: unpacks to more than {ARCHIVE_LIMIT // 2**20} MiB; "
+                    if total > UNPACKED_LIMIT:
+                        raise UserError(f"--from {archive}: unpacks to more than {UNPACKED_LIMIT // 2**20} MiB; "
                                         f"a GPU job's archive holds small files only")
                     members.append(m)
                 tar.extractall(dest, members=members, filter="data")
@@ -254,9 +254,7 @@ def _ship_job(name: str, folder: Path, add: bool, force: bool) -> None:
     refuse_links(folder / "params.yaml", folder)
     commit, dirty = job.get("commit"), job.get("uncommitted_changes")
     if commit is None:      # the tree travelled without .git: this checkout's commit, dirty unless its code is the job's
-        from stages.gpu_job import code_digest
-
-        commit, dirty = _git_commit()
+        commit, dirty = git_commit(Path.cwd())
         dirty = dirty or code_digest() != job.get("code_sha256")
     _ship(name, folder / "runs", folder / "timings", folder / "params.yaml", commit, dirty, add, force,
           job={k: job.get(k) for k in ("code_sha256", "budget_s", "parallel", "tiny", "probe")})
@@ -285,8 +283,6 @@ def _ship(name: str, source: Path, timings: Path, params: Path, commit: str | No
                         f"and everything in it, or choose another name")
     old = read_provenance(dest) if not force or add else None
     keys = [str(results.run_path(r["dataset"], r["method"], r["beta"], r["seed"])) for r in new]
-    if not keys:
-        raise UserError(f"{source}: no evaluated runs to export")
     if old is not None and not force:
         differ = [k for k in keys if k in old["runs"] and not _same_run(source / k, dest / "runs" / k)]
         if not add and (differ or set(old["runs"]) != set(keys)):
@@ -376,14 +372,3 @@ def _read_json(path: Path) -> dict | None:
     if not isinstance(record, dict):
         raise UserError(f"{path}: must hold a JSON object (a timing record, written by the stage)")
     return record
-
-
-def _git_commit() -> tuple[str | None, bool]:
-    """The repository's HEAD and whether tracked files have uncommitted changes (None outside git)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True).stdout.strip() != ""
-        return head, dirty
-    except (OSError, subprocess.CalledProcessError):
-        return None, False

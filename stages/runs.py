@@ -13,7 +13,8 @@ from stages.params import _clip, load_params
 from stages.schema import Method, Params, SweepParams
 from tcvae.errors import UserError
 from tcvae.io import write_json
-from tcvae.results import beta_name, run_path
+from tcvae.resultfiles import beta_name
+from tcvae.results import run_path
 
 
 def raw_dir(dataset: str) -> Path:

@@ -48,8 +48,10 @@ def submit(partition: Partition = None, time: Time = None, cpus: Cpus = None, me
     `dvc repro --pull` of its evaluate stage, `dvc push --run-cache`), then a job after it that restores
     every run from the remote and runs aggregate and plot. The runs are params.yaml's, as dvc.yaml reads it."""
     p = load_params(PARAMS)
-    options = [f"--{k}={v}" for k, v in (("partition", partition), ("time", time), ("cpus-per-task", cpus),
-                                         ("mem", mem), ("gres", gres)) if v is not None] + list(sbatch_line or [])
+    given = [(k, v) for k, v in (("partition", partition), ("time", time), ("cpus", cpus), ("mem", mem),
+                                 ("gres", gres)) if v is not None]
+    options = [f"--{'cpus-per-task' if k == 'cpus' else k}={v}" for k, v in given] + list(sbatch_line or [])
+    arguments = [f"--{k}={v}" for k, v in given] + [f"--sbatch-line={line}" for line in sbatch_line or []]  # submit's
     _check_values(time, mem, gres)
     for line in options:
         if any(ord(c) < 32 or ord(c) == 127 for c in line) or not line.startswith("-"):
@@ -77,7 +79,7 @@ def submit(partition: Partition = None, time: Time = None, cpus: Cpus = None, me
     final_id = _sbatch(sbatch, final, [f"--dependency=afterany:{array_id}"] if array_id else [])
     record = _read_record()
     record.append({"array": array_id, "final": final_id, "commit": commit, "remote": name, "stages": pending,
-                   "options": options})
+                   "arguments": arguments})
     RECORD.parent.mkdir(parents=True, exist_ok=True)
     RECORD.write_text(json.dumps(record, indent=1))
     print(f"submitted {len(pending)} runs as array job {array_id} (logs in {LOGS}/), then job {final_id} "
@@ -101,8 +103,8 @@ def status(remote: Remote = None) -> None:
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n))
     failed = counts["failed"] + counts["to run"]
     if failed:
-        last = _read_record()[-1:] or [{"options": []}]
-        again = " ".join(["tcvae", "sweep", "submit", *map(shlex.quote, last[0]["options"])]
+        last = _read_record()[-1:] or [{"arguments": []}]
+        again = " ".join(["tcvae", "sweep", "submit", *map(shlex.quote, last[0]["arguments"])]
                          + ([f"--remote={shlex.quote(remote)}"] if remote else []))
         print(f"resubmit the {failed} not done (and nothing queued, running or done): {again}")
 
@@ -292,8 +294,8 @@ def _remote(name: str | None) -> tuple[str, str]:
 
 
 def _read_record() -> list[dict]:
-    """The submissions recorded by `submit`: [{"array": job id or null, "stages": [stage name], "options": [str]}],
-    checked (a damaged record is one line, exit 2: remove it and submit again)."""
+    """The submissions recorded by `submit`: [{"array": job id or null, "stages": [stage name], "arguments": [its
+    options as given]}], checked (a damaged record is one line, exit 2: remove it and submit again)."""
     if not RECORD.exists():
         return []
     from tcvae.io import read_json
@@ -303,7 +305,8 @@ def _read_record() -> list[dict]:
         isinstance(sub, dict) and isinstance(sub.get("array"), (int, str, type(None)))
         and not isinstance(sub.get("array"), bool)
         and isinstance(sub.get("stages"), list) and all(isinstance(x, str) for x in sub["stages"])
-        and isinstance(sub.get("options"), list) and all(isinstance(x, str) for x in sub["options"]) for sub in record)
+        and isinstance(sub.get("arguments"), list) and all(isinstance(x, str) for x in sub["arguments"])
+        for sub in record)
     if not ok:
         raise UserError(f"{RECORD}: not the record `tcvae sweep submit` writes; remove it (the jobs themselves are "
                         f"SLURM's) and submit again")

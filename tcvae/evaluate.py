@@ -64,7 +64,7 @@ def evaluate(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: 
 
 def measure(model: VAE, data: Dataset, *, n_samples: int = 10_000, batch_size: int = 2048, n_bins: int = 20,
             active_threshold: float = 0.01, seed: int = 0, device: str | torch.device = "cpu",
-            precision: str = "fp32") -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+            precision: str = "fp32") -> tuple[dict[str, Any], np.ndarray, np.ndarray, dict[str, torch.Tensor]]:
     """The part of `eval.json` computed on the run's device: the full-data ELBO = E log p(x|z) − KL (nats per
     image, KL analytic), the KL decomposition, active units and, where the data set has factors, MIG and
     discrete MIG on its metric factors. On CUDA the posteriors stay on the GPU and the mixtures are evaluated

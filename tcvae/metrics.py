@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from tcvae.estimators import LOG_2PI, MAX_SQ
-from tcvae.objectives import kl_normal, log_normal
+from tcvae.objectives import decomposition, kl_normal, log_normal
 
 WINDOW = 14.0            # neglected components lie beyond 14 σ: each weighs < e^-98 of its peak
 ROWS, COLS = 128, 8192   # a (samples × components) block: 4 MiB, stays in cache
@@ -266,8 +266,8 @@ class KLDecomposition:
     @classmethod
     def of(cls, t: dict[str, torch.Tensor], kl: float) -> "KLDecomposition":
         """The decomposition from `full_data_terms` t and the analytic mean KL `kl` (nats)."""
-        return cls(float((t["log_qz_x"] - t["log_qz"]).mean()), float((t["log_qz"] - t["log_prod_qzj"]).mean()),
-                   float((t["log_prod_qzj"] - t["log_pz"]).mean()), float(kl), len(t["log_qz"]))
+        d = decomposition(t)
+        return cls(float(d["mi"].mean()), float(d["tc"].mean()), float(d["dimwise_kl"].mean()), float(kl), len(t["log_qz"]))
 
 
 def kl_decomposition(mu, logvar, *, n_samples: int = 10_000, seed: int = 0,

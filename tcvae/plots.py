@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 
 from tcvae.figure_data import FigureData  # noqa: E402
 from tcvae.io import atomic_path  # noqa: E402
-from tcvae.results import RHO_MIN, beta_name, captured_text, collapsed, spearman  # noqa: E402
+from tcvae.resultfiles import beta_name  # noqa: E402
+from tcvae.results import RHO_MIN, captured_text, collapsed, spearman  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette
 COLORS = {"betavae": "#0072B2", "tcvae": "#D55E00", "factorvae": "#009E73", "annealedvae": "#CC79A7"}
@@ -107,7 +108,7 @@ def mig_vs_beta(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylim(-0.03 * top, top)                  # a collapsed run's MIG of 0 stays fully visible
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title_fontsize=8, title=("hollow: single runs; " if repeated else "") +
-                  f"numbers: factors captured (of {scored})")
+                  ("" if scored is None else f"numbers: factors captured (of {scored})"))
     fig.suptitle("Disentanglement (MIG) against the regularisation weight")
     save(fig, path, pdf=True)
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from tcvae.errors import UserError
 from tcvae.io import atomic_outputs, atomic_path, read_bounded, write_json
-from tcvae.resultfiles import LIMITS, RUN_FILES, RUNS_CSV, beta_name, read_eval, read_runs_csv, run_folders  # noqa: F401 (beta_name: read here by stages)
+from tcvae.resultfiles import LIMITS, RUN_FILES, RUNS_CSV, beta_name, read_eval, read_runs_csv, run_folders
 
 FIELDS = list(RUNS_CSV)      # runs.csv's columns, in order (their kinds: tcvae.resultfiles.RUNS_CSV)
 SCORES = {"dci": ("dci", "disentanglement"), "sap": ("sap", "score"), "factorvae_score": ("factorvae", "score"),

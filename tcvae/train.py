@@ -30,6 +30,7 @@ from tcvae.errors import UserError
 from tcvae.io import atomic_path, load_weights_only
 from tcvae.models import VAE, Discriminator
 from tcvae.progress import progress
+from tcvae.resultfiles import beta_name
 
 # No wall-clock column: history.csv is a DVC output, so it must be a function of the run's inputs (the stage
 # records timings apart, in data/timings/).
@@ -121,7 +122,7 @@ def fit(data: Dataset, cfg: Any, *, method: str, beta: float, seed: int, arch: s
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
     history, ckpt_path = [], out / "checkpoint.pt"
     if checkpoint_dir:      # shared by many runs (and sweeps): the name says whose, the hash which training record
-        ckpt_path = Path(checkpoint_dir) / f"{record.get('dataset', 'run')}-{method}-beta{beta:g}-seed{seed}-{key[:16]}.pt"
+        ckpt_path = Path(checkpoint_dir) / f"{record.get('dataset', 'run')}-{method}-beta{beta_name(beta)}-seed{seed}-{key[:16]}.pt"
         check_writable(ckpt_path.parent, 0)
     start = 0
     check_writable(out, 7 * _bytes(model, disc))  # model.pt, and a checkpoint (weights + Adam's 2) written beside the last
@@ -301,7 +302,9 @@ def deterministic() -> None:
     without their NaN fill of every uninitialised allocation (a kernel each on CUDA): every buffer training
     allocates is written before it is read, so the fill changes no result (tests/test_train.py: same weights)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms(True, warn_only=True) less its one other line, which imports
+    # torch._inductor (1.7 s of every training process) to set a torch.compile option; nothing here compiles
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 

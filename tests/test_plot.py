@@ -10,13 +10,20 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from tests.conftest import python_path, tcvae
+from tests.conftest import python_path, run_cli, tcvae
+
+
+def cli(*args: str, cwd) -> str:
+    """The CLI in-process (no interpreter and torch start per call); its printed text. Must succeed."""
+    code, out = run_cli(*args, cwd=cwd)
+    assert code == 0, out
+    return out
 
 
 def evaluated(folder):
     for method in ("betavae", "tcvae"):
-        tcvae("stage", "evaluate", "--dataset", "tiny", "--method", method, "--beta", "2", cwd=folder, check=True)
-    tcvae("stage", "aggregate", cwd=folder, check=True)
+        cli("stage", "evaluate", "--dataset", "tiny", "--method", method, "--beta", "2", cwd=folder)
+    cli("stage", "aggregate", cwd=folder)
 
 
 def drawn(folder) -> dict[str, bytes]:
@@ -28,7 +35,7 @@ def test_plot_draws_every_figure_from_small_files_alone(trained):
     evaluated(folder)
     small = folder / "data/runs/tiny/tcvae/beta2/seed0/figures.h5"
     assert small.stat().st_size < 1_000_000
-    tcvae("stage", "plot", cwd=folder, check=True)
+    cli("stage", "plot", cwd=folder)
     figures = folder / "data/figures"
     expected = ["mig_vs_beta.pdf", "tc_vs_mig.pdf"] + [f"{name}.png" for name in ("mig_vs_beta", "tc_vs_mig")] + [
         f"runs/tiny/{m}/beta2/seed0/{f}.png" for m in ("betavae", "tcvae")
@@ -59,11 +66,11 @@ def test_stage_outputs_repeat_byte_for_byte(trained):
     tcvae("stage", "train", "--dataset", "tiny", "--method", "tcvae", "--beta", "2", cwd=folder, check=True)
     assert {name: (run / name).read_bytes() for name in first} == first
     evaluated(folder)
-    tcvae("stage", "plot", cwd=folder, check=True)
+    cli("stage", "plot", cwd=folder)
     outputs = {p: p.read_bytes() for p in [run / "eval.json", run / "figures.h5", *folder.glob("data/metrics/**/*.*")]}
     figures = drawn(folder)
     evaluated(folder)
-    tcvae("stage", "plot", cwd=folder, check=True)
+    cli("stage", "plot", cwd=folder)
     assert {p: p.read_bytes() for p in outputs} == outputs and drawn(folder) == figures
 
 
@@ -71,7 +78,7 @@ def test_a_result_set_redraws_in_a_fresh_repository_with_nothing_trained(trained
     from tests.test_scale import DVC, make_repo, run
     folder, _ = trained
     evaluated(folder)
-    out = tcvae("results", "export", "tiny-set", cwd=folder, check=True).stdout
+    out = cli("results", "export", "tiny-set", cwd=folder)
     assert "2 runs" in out
     shipped = folder / "data/results/tiny-set"
     prov = json.loads((shipped / "provenance.json").read_text())
@@ -81,13 +88,12 @@ def test_a_result_set_redraws_in_a_fresh_repository_with_nothing_trained(trained
     assert sum(p.stat().st_size for p in shipped.rglob("*") if p.is_file()) < 2_000_000
     assert not list(shipped.rglob("model.pt"))
     assert yaml.safe_load((folder / "data/results/sets.yaml").read_text())["sets"] == ["tiny-set"]
-    again = tcvae("results", "export", "tiny-set", cwd=folder)                   # the same runs again: fine
-    assert again.returncode == 0
+    cli("results", "export", "tiny-set", cwd=folder)                             # the same runs again: fine
     changed = folder / "data/metrics/runs/tiny/tcvae/beta2/seed0/eval.json"
     changed.write_text(json.dumps({**json.loads(changed.read_text()), "elbo": -1.0}))
-    refused = tcvae("results", "export", "tiny-set", cwd=folder)                 # other results: refused
-    assert refused.returncode == 2 and "--force" in refused.stderr
-    assert "tiny-set" in tcvae("results", "list", cwd=folder, check=True).stdout
+    code, out = run_cli("results", "export", "tiny-set", cwd=folder)             # other results: refused
+    assert code == 2 and "--force" in out
+    assert "tiny-set" in cli("results", "list", cwd=folder)
 
     repo = make_repo(tmp_path / "repo", yaml.safe_load((folder / "params.yaml").read_text()))
     shutil.copytree(shipped, repo / "data/results/tiny-set")

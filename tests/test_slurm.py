@@ -2,6 +2,7 @@
 started on 127.0.0.1 for this module, with a local-folder DVC remote and a shared checkpoint folder."""
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -159,7 +160,8 @@ def test_submit_cancel_resubmit_and_rebuild_without_training(cluster, tmp_path):
     assert "#SBATCH --array=0-3" in dry.stdout and "#SBATCH --partition=debug" in dry.stdout
     assert "#SBATCH --comment=tcvae" in dry.stdout and "evaluate-tcvae@tiny-8-0" in dry.stdout and queue_empty()
 
-    proc = sweep("submit", "--partition=debug", "--time=10:00", cwd=origin)
+    given = ["--partition=debug", "--time=10:00", "--cpus=1", "--sbatch-line=--comment=tcvae"]
+    proc = sweep("submit", *given, cwd=origin)
     assert proc.returncode == 0 and "submitted 4 runs as array job" in proc.stdout, proc.stderr
     array = proc.stdout.split("array job ")[1].split()[0]
     # cancel the first task mid-training: SIGTERM, its checkpoint stays in the shared folder
@@ -174,9 +176,10 @@ def test_submit_cancel_resubmit_and_rebuild_without_training(cluster, tmp_path):
     lines = status.stdout.splitlines()
     assert any(line.startswith("evaluate-betavae@tiny-1-0") and " failed" in line for line in lines), status.stdout
     assert "3 done, 1 failed" in status.stdout
-    assert "resubmit the 1 not done" in status.stdout and "tcvae sweep submit --partition=debug --time=10:00" in status.stdout
+    hint = status.stdout.split("resubmit the 1 not done (and nothing queued, running or done): ")[1].splitlines()[0]
+    assert shlex.split(hint) == ["tcvae", "sweep", "submit", *given], status.stdout
 
-    proc = sweep("submit", "--partition=debug", "--time=10:00", cwd=origin)    # as status says
+    proc = sweep(*shlex.split(hint)[2:], cwd=origin)    # as status says, word for word
     assert "submitted 1 runs" in proc.stdout, proc.stdout + proc.stderr
     again = proc.stdout.split("array job ")[1].split()[0]
     wait_for(queue_empty, "the resubmitted task and the gather job")
