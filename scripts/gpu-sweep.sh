@@ -4,7 +4,7 @@
 # budget; every finished run goes into $OUT/results.tar.gz at once). No DVC needed.
 #
 #   TCVAE_GPU_BUDGET_S=480 bash scripts/gpu-sweep.sh      # on the GPU machine, carrying .whl (scripts/gpu-wheels.sh)
-#   TCVAE_GPU_TINY=1 TCVAE_GPU_BUDGET_S=30 bash scripts/gpu-sweep.sh    # the rehearsal on a CPU (tests/test_gpu_job.py)
+#   TCVAE_GPU_TINY=1 TCVAE_GPU_BUDGET_S=45 bash scripts/gpu-sweep.sh    # the rehearsal on a CPU (tests/test_gpu_job.py)
 #
 # $OUT (default ./gpu-sweep-out) receives at most 4 files: results.tar.gz, probe.json, job.log, summary.txt.
 # The job never runs past its budget by more than 30 s: the driver kills a run 25 s after the deadline, and this
