@@ -31,7 +31,14 @@ def _plain_path(p: object) -> object:
     return p
 
 
-UserPath = Annotated[Path, Field(strict=False), BeforeValidator(_plain_path), AfterValidator(Path.expanduser)]   # `~/…` works
+def _expand(p: Path) -> Path:
+    try:
+        return p.expanduser()          # `~/…` works
+    except RuntimeError:               # `~name/…` for a user this machine does not know
+        raise ValueError(f"{str(p)[:60]}: `~` names no home folder on this machine") from None
+
+
+UserPath = Annotated[Path, Field(strict=False), BeforeValidator(_plain_path), AfterValidator(_expand)]
 
 
 # ---- data ----

@@ -53,10 +53,10 @@ def submit(partition: Partition = None, time: Time = None, cpus: Cpus = None, me
     options = [f"--{'cpus-per-task' if k == 'cpus' else k}={v}" for k, v in given] + list(sbatch_line or [])
     arguments = [f"--{k}={v}" for k, v in given] + [f"--sbatch-line={line}" for line in sbatch_line or []]  # submit's
     _check_values(time, mem, gres)
-    for line in options:
+    for option, line in zip(arguments, options):
         if any(ord(c) < 32 or ord(c) == 127 for c in line) or not line.startswith("-"):
-            raise UserError(f"--sbatch-line {line[:80]!r}: one sbatch option per line, starting with '-', without "
-                            f"control characters (e.g. --account=abc)")
+            raise UserError(f"{option.split('=')[0]} {line[:80]!r}: one sbatch option per line, starting with '-', "
+                            f"without control characters (e.g. --account=abc)")
     sbatch = _tool("sbatch")
     if partition:
         _check_partition(partition)

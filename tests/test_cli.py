@@ -39,6 +39,7 @@ def test_help_summaries_are_whole_at_80_columns(group):
     ({"train": {"steps": 5, "capacity": {"max": 5, "steps": 0}}}, "train.capacity", "`steps` is 0"),
     ({"train": {"steps": 5, "capacity": {"max": 5, "steps": 10}}}, "train.capacity", "no annealedvae run"),
     ({"compute": {"checkpoint_dir": ""}}, "compute.checkpoint_dir", "non-empty path"),
+    ({"compute": {"checkpoint_dir": "~no-such-user-here/ckpt"}}, "compute.checkpoint_dir", "names no home folder"),
 ])
 @pytest.mark.parametrize("stage", ["download", "preprocess", "train"])
 def test_bad_params_exit_2_and_name_the_key(project, params, key, rule, stage):

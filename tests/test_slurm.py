@@ -205,7 +205,8 @@ def test_submit_cancel_resubmit_and_rebuild_without_training(cluster, tmp_path):
 @pytest.mark.parametrize("option,says", [("--time=10:00\r#SBATCH --wrap=x", "--time"), ("--time=soon", "--time"),
                                          ("--mem=16 G", "--mem"), ("--gres=gpu:1;x", "--gres"),
                                          ("--sbatch-line=--comment=a\rb", "control characters"),
-                                         ("--sbatch-line=account", "starting with '-'")])
+                                         ("--sbatch-line=account", "starting with '-'"),
+                                         ("--partition=a\nb", "--partition '--partition=a\\nb'")])
 def test_submit_refuses_option_values_sbatch_does_not_take_before_any_cluster_call(project, option, says):
     """Checked before SLURM is looked for: exit 2, one line, on a machine without SLURM too."""
     from tests.conftest import run_cli
