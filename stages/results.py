@@ -206,8 +206,12 @@ def unpack(archive: Path, dest: Path) -> None:
 
     try:
         with open(archive, "rb") as raw:
-            gzipped = raw.read(2) == b"\x1f\x8b"
+            head = raw.read(6)
             raw.seek(0)
+            gzipped = head[:2] == b"\x1f\x8b"
+            if head[:3] == b"BZh" or head == b"\xfd7zXZ\x00":
+                raise UserError(f"--from {archive}: compressed with {'bzip2' if head[:3] == b'BZh' else 'xz'}; "
+                                f"a GPU job's archive is a tar, gzipped or not")
             stream = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
             with tarfile.open(fileobj=_Bounded(stream, UNPACKED_LIMIT, archive), mode="r:") as tar:
                 members, total = [], 0

@@ -157,3 +157,7 @@ def test_export_refuses_an_archive_declaring_a_huge_header_before_reading_it(tmp
         tar.addfile(info, io.BytesIO(b"{}"))
     proc = tcvae("results", "export", "x", "--from", good, cwd=tmp_path)
     assert proc.returncode == 2 and "runs is missing" in proc.stderr
+    with tarfile.open(tmp_path / "x.tar.xz", "w:xz") as tar:           # another compression: said so
+        tar.add(good, "plain.tar")
+    proc = tcvae("results", "export", "x", "--from", tmp_path / "x.tar.xz", cwd=tmp_path)
+    assert proc.returncode == 2 and "compressed with xz" in proc.stderr
