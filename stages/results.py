@@ -171,7 +171,7 @@ class _Bounded:
     def __init__(self, f, limit: int, archive: Path):
         self.f, self.limit, self.archive = f, limit, archive
 
-    def _refuse(self) -> None:
+    def refuse(self) -> None:
         raise UserError(f"--from {self.archive}: unpacks to more than {self.limit // 2**20} MiB; "
                         f"a GPU job's archive holds small files only")
 
@@ -180,16 +180,16 @@ class _Bounded:
         if n is None or n < 0:
             data = self.f.read(room + 1)
             if len(data) > room:
-                self._refuse()
+                self.refuse()
             return data
         if n > room:
-            self._refuse()
+            self.refuse()
         return self.f.read(n)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         target = offset if whence == 0 else self.f.tell() + offset if whence == 1 else None
         if target is None or target > self.limit:
-            self._refuse()
+            self.refuse()
         return self.f.seek(target)
 
     def tell(self) -> int:
@@ -213,7 +213,8 @@ def unpack(archive: Path, dest: Path) -> None:
                 raise UserError(f"--from {archive}: compressed with {'bzip2' if head[:3] == b'BZh' else 'xz'}; "
                                 f"a GPU job's archive is a tar, gzipped or not")
             stream = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
-            with tarfile.open(fileobj=_Bounded(stream, UNPACKED_LIMIT, archive), mode="r:") as tar:
+            bounded = _Bounded(stream, UNPACKED_LIMIT, archive)
+            with tarfile.open(fileobj=bounded, mode="r:") as tar:
                 members, total = [], 0
                 for m in tar:
                     if len(members) >= ARCHIVE_MEMBERS:
@@ -228,9 +229,8 @@ def unpack(archive: Path, dest: Path) -> None:
                     if Path(m.name).is_absolute() or ".." in parts:
                         raise UserError(f"--from {archive}: entry {m.name[:100]!r} points outside the archive's folder")
                     total += m.size
-                    if total > UNPACKED_LIMIT:
-                        raise UserError(f"--from {archive}: unpacks to more than {UNPACKED_LIMIT // 2**20} MiB; "
-                                        f"a GPU job's archive holds small files only")
+                    if total > UNPACKED_LIMIT:          # declared sizes: refused before anything is written
+                        bounded.refuse()
                     members.append(m)
                 tar.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, RecursionError) as e:
